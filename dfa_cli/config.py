@@ -1,0 +1,109 @@
+"""Checks on a composed config, and the settings derived from it (seeds, device).
+
+Hydra rejects unknown group options itself; everything that composes but cannot run is caught
+here, before any data is loaded or file written, as one sentence.
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+from omegaconf import DictConfig, ListConfig
+
+from .errors import UserError
+from .losses import LOSSES
+from .models import ACTIVATIONS, METHODS
+from .optim import OPTIMIZERS
+
+INITS = ("paper", "uniform", "zero")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _choice(key: str, value, options) -> None:
+    if value not in options:
+        raise UserError(f"{key}={value!r} is not supported; choose one of: {', '.join(options)}.")
+
+
+def _positive_int(key: str, value, allow_none: bool = False) -> None:
+    if allow_none and value is None:
+        return
+    if not _is_int(value) or value < 1:
+        raise UserError(f"{key} must be a positive integer, got {value!r}.")
+
+
+def _number(key: str, value, low: float, high: float | None = None, low_open: bool = False,
+            high_open: bool = False) -> None:
+    ok = _is_number(value) and (value > low if low_open else value >= low)
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "(" if low_open else "["
+        hi = ("inf)" if high is None else (f"{high})" if high_open else f"{high}]"))
+        raise UserError(f"{key} must be a number in {lo}{low}, {hi}, got {value!r}.")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`UserError` for the first setting that cannot run."""
+    _choice("method.name", cfg.method.name, METHODS)
+    _choice("model.activation", cfg.model.activation, tuple(ACTIVATIONS))
+    hidden = cfg.model.get("hidden")
+    if hidden is None:
+        _positive_int("model.width", cfg.model.get("width"))
+        _positive_int("model.depth", cfg.model.get("depth"))
+    elif not isinstance(hidden, ListConfig) or not hidden or not all(_is_int(n) and n > 0 for n in hidden):
+        raise UserError(f"model.hidden must be a non-empty list of positive layer widths, got {hidden!r}.")
+    _choice("init.name", cfg.init.name, INITS)
+    _choice("loss.name", cfg.loss.name, LOSSES)
+    _choice("optim.name", cfg.optim.name, OPTIMIZERS)
+    _number("optim.lr", cfg.optim.lr, 0, low_open=True)
+    for key in ("input", "hidden"):
+        _number(f"dropout.{key}", cfg.dropout[key], 0, 1, high_open=True)
+    t = cfg.trainer
+    _positive_int("trainer.max_epochs", t.max_epochs)
+    _positive_int("trainer.batch_size", t.batch_size)
+    _positive_int("trainer.eval_batch_size", t.eval_batch_size)
+    _positive_int("trainer.replicas", t.replicas)
+    _number("trainer.stop_train_error", t.stop_train_error, 0, 100)
+    _choice("trainer.cuda_graph", t.cuda_graph, ("auto", "on", "off"))
+    _positive_int("data.subset", cfg.data.subset, allow_none=True)
+    _positive_int("data.test_subset", cfg.data.test_subset, allow_none=True)
+    resolve_seeds(cfg)
+
+
+def resolve_seeds(cfg: DictConfig) -> list[int]:
+    """``seeds=[…]`` if given, else ``trainer.replicas`` consecutive seeds from ``seed``."""
+    if cfg.get("seeds") is not None:
+        seeds = list(cfg.seeds) if isinstance(cfg.seeds, ListConfig) else [cfg.seeds]
+    else:
+        if not _is_int(cfg.seed):
+            raise UserError(f"seed must be an integer, got {cfg.seed!r}.")
+        seeds = list(range(cfg.seed, cfg.seed + cfg.trainer.replicas))
+    if not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
+        raise UserError(f"seeds must be a list of non-negative integers, got {seeds!r}.")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds must not repeat (each seed gets its own record), got {seeds!r}.")
+    return [int(s) for s in seeds]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; an explicit CUDA request without CUDA is an error."""
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name!r} is not a device; use auto, cpu or cuda[:N].") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name} was asked for but this machine has no usable CUDA GPU; "
+                        f"use device=cpu or device=auto.")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"device={name!r} is not supported; use auto, cpu or cuda[:N].")
+    return device

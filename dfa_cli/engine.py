@@ -1,0 +1,210 @@
+"""The training loop: the paper's protocol, fast on any device.
+
+- The data set lives on the training device; each epoch every replica draws its own order
+  (a CPU generator seeded from its seed, so the order is the same on every device) and batches
+  are gathered on the device.
+- No host synchronisation inside an epoch: loss and error counts accumulate in a device tensor
+  that is read once per epoch.
+- On CUDA the steady-state step (gather, forward, rule, optimizer update, statistics) is captured
+  once in a CUDA graph and replayed; the last partial batch and evaluation run eagerly. The
+  captured step is the eager step, so the math is the same.
+- Stacked replicas stop independently (converged, diverged, max_epochs); a stopped replica is
+  written out and sliced away, so the rest keep training without it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .data import Dataset
+from .losses import per_replica_loss
+from .optim import keep_replicas
+from .progress import Progress
+from .records import RunRecord
+
+ORDER_SEED_OFFSET = 1_000_003   # data order draws from a stream apart from initialisation
+GRAPH_WARMUP_STEPS = 3          # eager steps (real training steps) before capturing
+
+
+@dataclass
+class Replica:
+    """Host-side bookkeeping of one seed."""
+    seed: int
+    record: RunRecord
+    order_gen: torch.Generator
+    ema: float | None = None
+    best_test_error: float = math.inf
+    best_epoch: int = 0
+    seconds: list = field(default_factory=list)
+
+
+def _finite(*values) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)
+
+
+class Trainer:
+    """Train a (possibly stacked) model with the paper's protocol and write one record per seed."""
+
+    def __init__(self, model, optimizer, data: Dataset, records: list[RunRecord], seeds: list[int], *,
+                 loss: str = "bce", batch_size: int = 64, max_epochs: int = 300,
+                 stop_train_error: float = 0.01, ema_decay: float = 0.75, eval_batch_size: int = 10000,
+                 cuda_graph: bool = False, describe: dict | None = None, progress="auto"):
+        self.model, self.optimizer, self.data, self.loss = model, optimizer, data, loss
+        self.batch_size, self.max_epochs, self.eval_batch_size = batch_size, max_epochs, eval_batch_size
+        self.stop_train_error, self.ema_decay = stop_train_error, ema_decay
+        self.describe, self.progress = dict(describe or {}), progress
+        self.device = data.x_train.device
+        self.use_graph = cuda_graph and self.device.type == "cuda"
+        self.stacked = len(seeds)
+        self.active = [Replica(s, rec, torch.Generator().manual_seed(s + ORDER_SEED_OFFSET))
+                       for s, rec in zip(seeds, records)]
+        self.acc = torch.zeros(len(seeds), 2, device=self.device)  # per replica: Σ loss, Σ wrong
+        self.graph, self.warmup_left = None, GRAPH_WARMUP_STEPS
+
+    # ---- one step -----------------------------------------------------------------------------
+    def _train_step(self, idx: torch.Tensor) -> None:
+        """One update of every replica on its batch ``idx`` (``(R, B)`` indices into the train set)."""
+        x, y = self.data.x_train[idx], self.data.y_train[idx]
+        logits = self.model(x)
+        losses = per_replica_loss(logits, y, self.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            wrong = (logits.argmax(-1) != y).sum(-1).to(self.acc.dtype)
+            self.acc += torch.stack([losses.detach() * idx.shape[1], wrong], dim=1)
+
+    def _step(self, idx: torch.Tensor) -> None:
+        if not self.use_graph:
+            return self._train_step(idx)
+        if self.graph is None and self.warmup_left > 0:
+            self.warmup_left -= 1
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self._train_step(idx)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            return
+        if self.graph is None:
+            self._capture(idx.shape)
+        self.static_idx.copy_(idx)
+        self.graph.replay()
+
+    def _capture(self, shape) -> None:
+        self.static_idx = torch.zeros(shape, dtype=torch.long, device=self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._train_step(self.static_idx)
+
+    # ---- one epoch ----------------------------------------------------------------------------
+    def _epoch_order(self) -> torch.Tensor:
+        n = len(self.data.x_train)
+        order = torch.stack([torch.randperm(n, generator=r.order_gen) for r in self.active])
+        return order.to(self.device, non_blocking=True)
+
+    def _train_epoch(self) -> torch.Tensor:
+        """Online training pass (dropout active, as the paper measures it) → ``(R, 2)`` on the host."""
+        self.model.train()
+        order, b = self._epoch_order(), self.batch_size
+        self.acc.zero_()
+        n_full = order.shape[1] // b
+        for s in range(n_full):
+            self._step(order[:, s * b:(s + 1) * b])
+        if order.shape[1] % b:
+            self._train_step(order[:, n_full * b:])
+        return self.acc.double().cpu()  # the epoch's one synchronisation
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Σ loss and Σ wrong per replica on ``(x, y)`` (dropout off) → ``(R, 2)`` on the host."""
+        self.model.eval()
+        acc = torch.zeros(len(self.active), 2, device=self.device, dtype=torch.float64)
+        for s in range(0, len(x), self.eval_batch_size):
+            xb, yb = x[s:s + self.eval_batch_size], y[s:s + self.eval_batch_size]
+            logits = self.model(xb)
+            targets = yb.expand(logits.shape[0], -1)
+            losses = per_replica_loss(logits, targets, self.loss) * len(xb)
+            wrong = (logits.argmax(-1) != targets).sum(-1)
+            acc += torch.stack([losses.double(), wrong.double()], dim=1)
+        self.model.train()
+        return acc.cpu()
+
+    # ---- the run ------------------------------------------------------------------------------
+    def fit(self) -> list[dict]:
+        """Train until every replica has stopped; returns one summary per seed, in seed order."""
+        seeds = [r.seed for r in self.active]
+        torch.manual_seed(seeds[0])  # dropout masks come from the device's generator
+        start, summaries = time.perf_counter(), {}
+        n_train, n_test = len(self.data.x_train), len(self.data.x_test)
+        title = f"{self.describe.get('method', '')} {self.describe.get('model', '')}".strip()
+        with Progress(self.max_epochs, title or "training", self.progress) as progress:
+            for epoch in range(1, self.max_epochs + 1):
+                t0 = time.perf_counter()
+                train = self._train_epoch()
+                test = self.evaluate(self.data.x_test, self.data.y_test)
+                seconds = time.perf_counter() - t0
+                rows, done = [], []
+                for j, rep in enumerate(self.active):
+                    row = self._epoch_row(rep, epoch, train[j] / n_train, test[j] / n_test, seconds,
+                                          time.perf_counter() - start)
+                    rep.record.log_epoch(row)
+                    rows.append(row)
+                    reason = self._stop_reason(row) or ("max_epochs" if epoch == self.max_epochs else None)
+                    if reason:
+                        summaries[rep.seed] = self._finish(rep, row, reason, time.perf_counter() - start)
+                        done.append(j)
+                progress.update(epoch, rows, len(self.active))
+                if done:
+                    self._drop(done)
+                if not self.active:
+                    break
+        return [summaries[s] for s in seeds]
+
+    def _epoch_row(self, rep: Replica, epoch: int, train, test, seconds: float, elapsed: float) -> dict:
+        train_loss, train_error = float(train[0]), 100 * float(train[1])
+        test_loss, test_error = float(test[0]), 100 * float(test[1])
+        if _finite(train_error):
+            d = self.ema_decay
+            rep.ema = train_error if rep.ema is None else d * rep.ema + (1 - d) * train_error
+        if _finite(test_loss) and test_error < rep.best_test_error:
+            rep.best_test_error, rep.best_epoch = test_error, epoch
+        rep.seconds.append(seconds)
+        return {"epoch": epoch, "train_loss": train_loss, "train_error": train_error,
+                "train_error_ema": rep.ema, "test_loss": test_loss, "test_error": test_error,
+                "lr": float(self.optimizer.param_groups[0]["lr"]), "seconds": seconds, "elapsed": elapsed}
+
+    def _stop_reason(self, row: dict) -> str | None:
+        if not _finite(row["train_loss"], row["test_loss"]):
+            return "diverged"
+        if row["train_error_ema"] <= self.stop_train_error:
+            return "converged"
+        return None
+
+    def _finish(self, rep: Replica, row: dict, reason: str, wall: float) -> dict:
+        summary = {**self.describe, "seed": rep.seed,
+                   "test_error": row["test_error"], "train_error": row["train_error"],
+                   "test_loss": row["test_loss"], "train_loss": row["train_loss"],
+                   "best_test_error": rep.best_test_error if rep.best_epoch else None,
+                   "best_epoch": rep.best_epoch or None, "epochs": row["epoch"], "stop_reason": reason,
+                   "train_error_ema": rep.ema, "wall_seconds": wall,
+                   "seconds_per_epoch": sum(rep.seconds) / len(rep.seconds),
+                   "stacked_seeds": self.stacked,
+                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        rep.record.write_summary(summary)
+        return summary
+
+    def _drop(self, done: list[int]) -> None:
+        """Slice finished replicas out of model, optimizer and statistics."""
+        keep = [j for j in range(len(self.active)) if j not in done]
+        self.active = [self.active[j] for j in keep]
+        if not keep:
+            return
+        index = torch.tensor(keep, device=self.device)
+        keep_replicas(self.optimizer, index)
+        self.model.keep_replicas(index)
+        self.acc = torch.zeros(len(keep), 2, device=self.device)
+        self.graph, self.warmup_left = None, GRAPH_WARMUP_STEPS

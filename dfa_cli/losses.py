@@ -1,0 +1,20 @@
+"""Output losses. Both give the output error ``e = ∂loss/∂logits`` that every rule trains the top layer with."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSSES = ("bce", "ce")
+
+
+def per_replica_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean loss over the batch for each replica: logits ``(R, B, C)``, targets ``(R, B)`` → ``(R,)``.
+
+    ``bce`` (the paper): sigmoid + binary cross-entropy on one-hot targets, summed over classes,
+    so ``e = sigmoid(a_y) − y``. ``ce``: softmax + cross-entropy, ``e = softmax(a_y) − y``.
+    Summing the result over replicas keeps each replica's gradient exactly its own.
+    """
+    if kind == "bce":
+        onehot = F.one_hot(targets, logits.shape[-1]).to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").sum(-1).mean(-1)
+    return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(-1)

@@ -1,0 +1,122 @@
+"""Run records: the contract between ``dfa-run`` and ``dfa-report`` (DESIGN §5).
+
+A run directory holds Hydra's ``.hydra/``, ``metrics.jsonl`` (one JSON object per epoch, appended
+with one write per line) and ``summary.json``, written last and atomically. A directory without a
+valid ``summary.json`` is an unfinished or broken run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import yaml
+
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+
+
+def _finite_or_none(value):
+    """JSON has no NaN/inf: a diverged number is recorded as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(_finite_or_none(obj), indent=2, allow_nan=False) + "\n")
+
+
+class RunRecord:
+    """The record of one trained network (one seed) in ``directory``."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def log_epoch(self, row: dict) -> None:
+        line = json.dumps(_finite_or_none(row), allow_nan=False) + "\n"
+        with open(self.directory / METRICS, "a") as f:
+            f.write(line)  # one write per line: a kill leaves at most one partial last line
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.directory / SUMMARY, summary)
+
+
+def replica_dirs(run_dir, seeds) -> list[Path]:
+    """Where each seed's record goes: the run directory itself, or one ``seed<N>/`` per stacked seed.
+
+    Each stacked seed gets its own ``.hydra/`` with ``seed`` set to its value, so its record is
+    indistinguishable from that of a separate run.
+    """
+    run_dir = Path(run_dir)
+    if len(seeds) == 1:
+        return [run_dir]
+    dirs = []
+    for seed in seeds:
+        d = run_dir / f"seed{seed}"
+        d.mkdir(parents=True, exist_ok=True)
+        _copy_hydra_dir(run_dir / ".hydra", d / ".hydra", seed)
+        dirs.append(d)
+    return dirs
+
+
+def _copy_hydra_dir(src: Path, dst: Path, seed: int) -> None:
+    if not src.is_dir():
+        return
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    config_file = dst / "config.yaml"
+    if config_file.is_file():
+        config = yaml.safe_load(config_file.read_text()) or {}
+        config["seed"], config["seeds"] = seed, None
+        config.setdefault("trainer", {})["replicas"] = 1
+        atomic_write_text(config_file, yaml.safe_dump(config, sort_keys=False))
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the dfa-cli checkout that ran (with ``-dirty`` for local changes), if any."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty", "--abbrev=40"],
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: torch.device) -> dict:
+    """Where and with what a run ran."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    from . import __version__
+    return {
+        "device": str(device), "device_name": name, "torch_version": torch.__version__,
+        "python_version": sys.version.split()[0], "dfa_cli_version": __version__,
+        "git_commit": git_commit(), "hostname": socket.gethostname(),
+    }

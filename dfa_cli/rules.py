@@ -1,0 +1,115 @@
+"""The learning rules of Nøkland (2016) as autograd Functions.
+
+Every tensor carries a leading replica axis R: R independent networks trained side by side
+(R = 1 for an ordinary run). Row-vector convention: ``a = h @ W + b`` with ``W`` of shape
+``(R, n_in, n_out)``, so ``W`` here is the paper's ``Wᵀ``.
+
+- BP needs nothing from this module: it is plain autograd through the forward pass.
+- FA:  :class:`LinearFA` sends ``δa @ Bᵀ`` to the layer below instead of ``δa @ Wᵀ``.
+- DFA: :class:`DirectFeedback` sits on the output logits; its backward turns the output error
+  ``e`` into every hidden layer's signal with one matmul ``e @ [B_1 | … | B_L]``.
+- IFA: :class:`IndirectFeedback` sends ``e @ B_1`` to the first hidden layer and carries the
+  resulting ``δa_1`` forward through ``W_2 … W_L`` to the layers above.
+
+DFA and IFA are used on a network whose hidden blocks read a *detached* input, so no ``Wᵀδ`` is
+ever computed: the Functions below hand each block's output (its "feedback point", or tap) a
+gradient, and autograd does only the block's local backward (activation′, dropout mask, pooling,
+weight gradient). ``loss.backward()`` and any ``torch.optim`` optimizer work unchanged.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def uniform_(tensor: torch.Tensor, bound: float, generator: torch.Generator) -> torch.Tensor:
+    """Fill ``tensor`` with U(-bound, bound) drawn from ``generator`` (reproducible on any device)."""
+    sample = torch.rand(tensor.shape, generator=generator, dtype=tensor.dtype)
+    return tensor.copy_(sample.mul_(2 * bound).sub_(bound))
+
+
+def dfa_feedback(widths: list[int], n_out: int, generator: torch.Generator,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The concatenated DFA feedback ``[B_1 | … | B_L]`` of shape ``(n_out, Σ n_i)`` for one replica.
+
+    Each block ``B_i`` is drawn independently from U(±1/√n_i), n_i the width of the receiving
+    layer (the author's code), so equal-width layers never share a matrix.
+    """
+    blocks = [uniform_(torch.empty(n_out, n, dtype=dtype), 1 / math.sqrt(n), generator)
+              for n in widths]
+    return torch.cat(blocks, dim=1)
+
+
+class LinearFA(torch.autograd.Function):
+    """``a = h @ W + b`` whose backward sends ``δa @ Bᵀ`` down, with ``B`` fixed (shaped like ``W``)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, feedback):
+        ctx.save_for_backward(h, feedback)
+        return torch.baddbmm(bias, h, weight)
+
+    @staticmethod
+    def backward(ctx, grad_a):
+        h, feedback = ctx.saved_tensors
+        grad_h = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_h = torch.bmm(grad_a, feedback.transpose(1, 2))
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.bmm(h.transpose(1, 2), grad_a)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad_a.sum(1, keepdim=True)
+        return grad_h, grad_w, grad_b, None
+
+
+class DirectFeedback(torch.autograd.Function):
+    """Identity on the logits; backward gives every tap the gradient ``e @ B_i``.
+
+    ``feedback`` is ``(R, n_out, Σ n_i)``; taps are ``(R, batch, *shape_i)`` with
+    ``prod(shape_i) = n_i`` (a conv tap is a whole pooled map: dense feedback, not per channel).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, feedback, *taps):
+        ctx.save_for_backward(feedback)
+        ctx.tap_shapes = [t.shape for t in taps]
+        return logits.view_as(logits)
+
+    @staticmethod
+    def backward(ctx, e):
+        (feedback,) = ctx.saved_tensors
+        signal = torch.bmm(e, feedback)                      # one matmul for all layers
+        widths = [math.prod(s[2:]) for s in ctx.tap_shapes]
+        grads = [g.reshape(s) for g, s in zip(signal.split(widths, dim=2), ctx.tap_shapes)]
+        return (e, None, *grads)
+
+
+class IndirectFeedback(torch.autograd.Function):
+    """Identity on the logits; backward feeds ``e @ B_1`` to the first tap and travels forward.
+
+    Arguments after ``feedback`` (``B_1``, ``(R, n_out, n_1)``): the weights ``W_2 … W_L``, the
+    local derivatives ``d_1 … d_{L-1}`` (activation′ times dropout mask, ``∂h_i/∂a_i``), then
+    the taps ``h_1 … h_L``. With ``δa_i = g_i ⊙ d_i`` the gradient handed to tap ``i ≥ 2`` is
+    ``g_i = δa_{i-1} @ W_i`` — the paper's ``δa_i = (W_i δa_{i-1}) ⊙ f′(a_i)`` once autograd applies
+    ``f′`` locally.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, feedback, n_hidden, *rest):
+        weights, derivs = rest[:n_hidden - 1], rest[n_hidden - 1:2 * n_hidden - 2]
+        ctx.n_hidden = n_hidden
+        ctx.save_for_backward(feedback, *weights, *derivs)
+        return logits.view_as(logits)
+
+    @staticmethod
+    def backward(ctx, e):
+        feedback, *saved = ctx.saved_tensors
+        n = ctx.n_hidden
+        weights, derivs = saved[:n - 1], saved[n - 1:]
+        g = torch.bmm(e, feedback)
+        grads = [g]
+        for weight, deriv in zip(weights, derivs):
+            g = torch.bmm(g * deriv, weight)
+            grads.append(g)
+        none_for_weights_and_derivs = [None] * (2 * n - 2)
+        return (e, None, None, *none_for_weights_and_derivs, *grads)
