@@ -21,6 +21,11 @@ from .records import RunRecord, environment, replica_dirs
 
 log = logging.getLogger("dfa_cli")
 
+# Configs live in conf/ of a source checkout (the one beside this package wins, so a worktree
+# uses its own); an installed wheel carries them as the package dfa_cli.conf.
+_SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
+CONFIG_PATH = str(_SOURCE_CONF) if (_SOURCE_CONF / "config.yaml").is_file() else "pkg://dfa_cli.conf"
+
 # A short random tag in run directory names: runs started in the same second never collide.
 # Cached, so a sweep's jobs share their sweep directory.
 OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
@@ -70,7 +75,7 @@ def train(cfg: DictConfig, run_dir) -> list[dict]:
     return summaries
 
 
-@hydra.main(version_base="1.3", config_path="pkg://dfa_cli.conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         train(cfg, HydraConfig.get().runtime.output_dir)
