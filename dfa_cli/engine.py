@@ -153,7 +153,7 @@ class Trainer:
                                           time.perf_counter() - start)
                     rep.record.log_epoch(row)
                     rows.append(row)
-                    reason = self._stop_reason(row) or ("max_epochs" if epoch == self.max_epochs else None)
+                    reason = self._stop_reason(rep, row) or ("max_epochs" if epoch == self.max_epochs else None)
                     if reason:
                         summaries[rep.seed] = self._finish(rep, row, reason, time.perf_counter() - start)
                         done.append(j)
@@ -177,7 +177,7 @@ class Trainer:
                 "train_error_ema": rep.ema, "test_loss": test_loss, "test_error": test_error,
                 "lr": float(self.optimizer.param_groups[0]["lr"]), "seconds": seconds, "elapsed": elapsed}
 
-    def _stop_reason(self, row: dict) -> str | None:
+    def _stop_reason(self, rep: Replica, row: dict) -> str | None:
         if not _finite(row["train_loss"], row["test_loss"]):
             return "diverged"
         if row["train_error_ema"] <= self.stop_train_error:

@@ -1,0 +1,68 @@
+"""Shared fixtures: composed configs, a tiny fake MNIST, the real data root when present, the CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+import dfa_cli.run as run_module
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def compose_config(*overrides: str):
+    """The config ``dfa-run <overrides>`` would run with (Hydra's own composition)."""
+    with initialize_config_dir(config_dir=run_module.CONFIG_PATH, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An idx file as MNIST ships it: magic (0, 0, 0x08 = ubyte, ndim), big-endian dims, bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_fake_mnist(root: Path, n_train: int = 256, n_test: int = 128, seed: int = 0) -> Path:
+    """A learnable stand-in for MNIST: each class lights up its own block of pixels, plus noise."""
+    rng = np.random.default_rng(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 60, (n, 28, 28))
+        for i, label in enumerate(labels):
+            images[i, 2 * label:2 * label + 4, 4:24] = 255
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.fixture
+def fake_mnist(tmp_path) -> Path:
+    return write_fake_mnist(tmp_path / "data")
+
+
+def _real_root() -> Path | None:
+    root = os.environ.get("DFA_DATA_DIR")
+    return Path(root) if root and Path(root).is_dir() else None
+
+
+@pytest.fixture
+def real_data() -> Path:
+    """The real data root from $DFA_DATA_DIR; tests that need it are skipped with the reason."""
+    root = _real_root()
+    if root is None or not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip("real MNIST not available: set DFA_DATA_DIR to a torchvision-layout data root")
+    return root
+
+
+def run_cli(module: str, *args: str, cwd=None, env=None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m dfa_cli.<module> args`` from this checkout; returns the completed process."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", f"dfa_cli.{module}", *args], cwd=cwd or REPO,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
