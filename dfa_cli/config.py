@@ -72,6 +72,7 @@ def validate(cfg: DictConfig) -> None:
     _positive_int("trainer.replicas", t.replicas)
     _number("trainer.stop_train_error", t.stop_train_error, 0, 100)
     _choice("trainer.cuda_graph", t.cuda_graph, ("auto", "on", "off"))
+    _choice("trainer.matmul_precision", t.matmul_precision, ("highest", "high", "medium"))
     _positive_int("data.subset", cfg.data.subset, allow_none=True)
     _positive_int("data.test_subset", cfg.data.test_subset, allow_none=True)
     resolve_seeds(cfg)

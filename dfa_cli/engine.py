@@ -123,8 +123,9 @@ class Trainer:
         """Σ loss and Σ wrong per replica on ``(x, y)`` (dropout off) → ``(R, 2)`` on the host."""
         self.model.eval()
         acc = torch.zeros(len(self.active), 2, device=self.device, dtype=torch.float64)
-        for s in range(0, len(x), self.eval_batch_size):
-            xb, yb = x[s:s + self.eval_batch_size], y[s:s + self.eval_batch_size]
+        chunk = max(256, self.eval_batch_size // len(self.active))   # activations grow with R
+        for s in range(0, len(x), chunk):
+            xb, yb = x[s:s + chunk], y[s:s + chunk]
             logits = self.model(xb)
             targets = yb.expand(logits.shape[0], -1)
             losses = per_replica_loss(logits, targets, self.loss) * len(xb)

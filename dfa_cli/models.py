@@ -107,23 +107,23 @@ class FCNet(nn.Module):
         train, cut = self.training, self.method in ("dfa", "ifa") and self.training
         f = ACTIVATIONS[self.activation]
         h = x * dropout_mask(x, self.dropout_input) if train and self.dropout_input > 0 else x
-        taps, derivs = [], []
-        for i in range(len(self.weights) - 1):
+        taps, derivs, n_hidden = [], [], len(self.weights) - 1
+        for i in range(n_hidden):
             h = f(self._linear(i, h.detach() if cut else h))
-            deriv = activation_derivative(self.activation, h) if self.method == "ifa" and train else None
+            needs_deriv = self.method == "ifa" and train and i < n_hidden - 1   # IFA carries δa upward
+            deriv = activation_derivative(self.activation, h) if needs_deriv else None
             if train and self.dropout_hidden > 0:
                 mask = dropout_mask(h, self.dropout_hidden)
                 h = h * mask
                 deriv = deriv * mask if deriv is not None else None
             taps.append(h)
             derivs.append(deriv)
-        logits = self._linear(len(self.weights) - 1, h.detach() if cut else h)
+        logits = self._linear(n_hidden, h.detach() if cut else h)
         if cut and self.method == "dfa":
             return DirectFeedback.apply(logits, self.feedback, *taps)
         if cut and self.method == "ifa":
-            n = len(taps)
-            return IndirectFeedback.apply(logits, self.feedback, n, *self.weights[1:n],
-                                          *derivs[:n - 1], *taps)
+            return IndirectFeedback.apply(logits, self.feedback, n_hidden, *self.weights[1:n_hidden],
+                                          *derivs[:-1], *taps)
         return logits
 
     @torch.no_grad()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -44,6 +45,7 @@ def describe(cfg: DictConfig, model, data, device) -> dict:
         "hidden": hidden_sizes(cfg.model), "loss": cfg.loss.name, "init": model.init,
         "optimizer": cfg.optim.name, "lr": cfg.optim.lr, "batch_size": cfg.trainer.batch_size,
         "max_epochs": cfg.trainer.max_epochs, "subset": cfg.data.subset,
+        "matmul_precision": cfg.trainer.matmul_precision,
         "n_train": len(data.x_train), "n_test": len(data.x_test), **environment(device),
     }
 
@@ -56,6 +58,7 @@ def train(cfg: DictConfig, run_dir) -> list[dict]:
     if cfg.trainer.cuda_graph == "on" and device.type != "cuda":
         raise UserError("trainer.cuda_graph=on needs a CUDA device; use auto or off on this machine.")
     use_graph = device.type == "cuda" and cfg.trainer.cuda_graph != "off"
+    torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
     d = cfg.data
     data = load_dataset(d.name, d.root, d.download, d.subset, d.test_subset).to(device)
     model = build_model(cfg, data.input_shape, data.n_classes, seeds).to(device)

@@ -1,0 +1,77 @@
+"""The fast paths of the engine (issue: engine speed): no host syncs in the step, CUDA graphs
+equal to eager steps, and the benchmark script runs. Speed itself is measured by scripts/bench.py,
+never asserted here."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dfa_cli.data import load_dataset
+from dfa_cli.engine import Trainer
+from dfa_cli.errors import UserError
+from dfa_cli.models import FCNet
+from dfa_cli.records import RunRecord
+from dfa_cli.run import train
+
+from conftest import REPO, compose_config
+
+HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+
+def make_trainer(fake_mnist, tmp_path, device="cpu", graph=False, seeds=(0, 1), dropout=0.5):
+    data = load_dataset("mnist", fake_mnist, download=False).to(device)
+    model = FCNet([784, 32, 32, 10], "tanh", "dfa", list(seeds), dropout_hidden=dropout).to(device)
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, capturable=graph)
+    records = [RunRecord(tmp_path / str(s)) for s in seeds]
+    return Trainer(model, opt, data, records, list(seeds), cuda_graph=graph, progress=False,
+                   max_epochs=3, stop_train_error=0)
+
+
+def test_a_training_epoch_reads_the_device_once(fake_mnist, tmp_path, monkeypatch):
+    trainer = make_trainer(fake_mnist, tmp_path)
+    reads = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, _name=name, **kw):
+            reads.append(_name)
+            return _original(self, *a, **kw)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    trainer._train_epoch()     # 256 examples, batch 64: four steps
+    assert reads == ["cpu"], reads
+
+
+def test_cuda_graph_on_without_cuda_is_one_sentence(fake_mnist, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = compose_config(f"data.root={fake_mnist}", "trainer.cuda_graph=on", "device=cpu")
+    with pytest.raises(UserError, match="cuda_graph=on needs a CUDA device"):
+        train(cfg, tmp_path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_steps_equal_eager_steps(fake_mnist, tmp_path):
+    eager = make_trainer(fake_mnist, tmp_path / "eager", "cuda", graph=False, dropout=0.0)
+    graph = make_trainer(fake_mnist, tmp_path / "graph", "cuda", graph=True, dropout=0.0)
+    a, b = eager.fit(), graph.fit()
+    assert graph.graph is not None
+    for sa, sb in zip(a, b):
+        assert sa["train_loss"] == pytest.approx(sb["train_loss"], rel=1e-5)
+        assert sa["test_error"] == pytest.approx(sb["test_error"], abs=1e-9)
+
+
+def test_benchmark_script_runs_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--device", "cpu",
+                           "--models", "fc240x7", "--train-size", "256", "--epochs", "1", "--stack", "2",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    variants = {(r["method"], r["variant"]) for r in rows}
+    assert ("bp", "usual PyTorch loop") in variants and ("dfa", "dfa-cli single run") in variants
+    assert all(r["s_per_epoch"] > 0 for r in rows)
+    assert "usual PyTorch loop" in proc.stdout
