@@ -44,8 +44,8 @@ FLAG_FLOOR = 0.05  # percent: a smaller difference is never flagged, whatever th
 # The paper's protocol (DESIGN §2); a run that departs from it is not a paper cell.
 PROTOCOL_EPOCHS = 300
 PROTOCOL_STOP = 0.01
-PROTOCOL = {"optimizer": ("optim", "rmsprop"), "loss": ("loss", "bce"),
-            "batch_size": ("trainer.batch_size", 64)}  # summary key → (dfa-run override, value)
+PROTOCOL = {"optimizer": ("optim", "rmsprop"), "loss": ("loss", "bce"), "batch_size": ("trainer.batch_size", 64),
+            "matmul_precision": ("trainer.matmul_precision", "highest")}  # summary key → (override, value)
 PROTOCOL_LR = {("cifar10", "conv"): 5e-5, ("cifar100", "conv"): 2.5e-5}
 DEFAULT_LR = 1e-4
 PAPER_DROPOUT = {"dropout": (0.1, 0.5)}  # input, hidden; every other variant has none

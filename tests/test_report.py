@@ -237,11 +237,14 @@ def test_protocol_runs_win_the_cell_the_rest_go_to_other_runs(tmp_path, capsys):
     write_cell(tmp_path, "quick", [9.0], subset=2000, n_train=2000)
     write_cell(tmp_path, "adam", [1.9], optimizer="adam", lr=1e-3)
     write_cell(tmp_path, "uniform", [1.9], init="uniform")
+    write_cell(tmp_path, "tf32", [1.9], matmul_precision="high")
+    write_cell(tmp_path, "dropout_rate", [1.9], variant="dropout", dropout="paper", hidden=[800, 400])
     cells = csv_cells(tmp_path, capsys=capsys)
     paper_cell = one(cells, table="table1_mnist", row="2x800 tanh", method="dfa")
     assert (paper_cell["n"], paper_cell["shortened"]) == (2, False)
     other = cells[cells["table"] == "other_runs"]
-    assert set(other["setting"]) == {"data.subset=2000", "optim=adam, optim.lr=0.001", "init=uniform"}
+    assert set(other["setting"]) == {"data.subset=2000", "optim=adam, optim.lr=0.001", "init=uniform",
+                                     "trainer.matmul_precision=high", "model.hidden=[800,400]"}
 
 
 def test_a_rerun_seed_counts_once_the_latest(tmp_path, capsys):
