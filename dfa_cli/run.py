@@ -27,9 +27,30 @@ log = logging.getLogger("dfa_cli")
 _SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_PATH = str(_SOURCE_CONF) if (_SOURCE_CONF / "config.yaml").is_file() else "pkg://dfa_cli.conf"
 
+
+
+def fc_name(width, depth, hidden) -> str:
+    """``fc800x2`` for ``depth`` layers of ``width``; ``fc800-400`` for an explicit ``hidden`` list."""
+    if hidden:
+        return "fc" + "-".join(str(n) for n in hidden)
+    return f"fc{width}x{depth}"
+
+
+def seed_tag(seed, seeds) -> str:
+    """``s3`` for one seed, ``s0-4`` for stacked consecutive seeds, ``s0+2+7`` otherwise."""
+    if not seeds:
+        return f"s{seed}"
+    seeds = list(seeds)
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 1:
+        return f"s{seeds[0]}-{seeds[-1]}"
+    return "s" + "+".join(str(s) for s in seeds)
+
+
 # A short random tag in run directory names: runs started in the same second never collide.
 # Cached, so a sweep's jobs share their sweep directory.
 OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+OmegaConf.register_new_resolver("fc_name", fc_name, replace=True)
+OmegaConf.register_new_resolver("seed_tag", seed_tag, replace=True)
 
 
 def variant(cfg: DictConfig) -> str:
@@ -42,9 +63,12 @@ def describe(cfg: DictConfig, model, data, device) -> dict:
     return {
         "method": cfg.method.name, "model": cfg.model.name, "activation": cfg.model.activation,
         "data": cfg.data.name, "dropout": cfg.dropout.name, "variant": variant(cfg),
-        "hidden": hidden_sizes(cfg.model), "loss": cfg.loss.name, "init": model.init,
+        "dropout_input": cfg.dropout.input, "dropout_hidden": cfg.dropout.hidden,
+        "hidden": hidden_sizes(cfg.model), "loss": cfg.loss.name,
+        "init": model.init, "init_config": cfg.init.name,
         "optimizer": cfg.optim.name, "lr": cfg.optim.lr, "batch_size": cfg.trainer.batch_size,
-        "max_epochs": cfg.trainer.max_epochs, "subset": cfg.data.subset,
+        "max_epochs": cfg.trainer.max_epochs, "stop_train_error": cfg.trainer.stop_train_error,
+        "subset": cfg.data.subset, "test_subset": cfg.data.test_subset,
         "matmul_precision": cfg.trainer.matmul_precision,
         "n_train": len(data.x_train), "n_test": len(data.x_test), **environment(device),
     }

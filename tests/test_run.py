@@ -9,7 +9,7 @@ import yaml
 
 from dfa_cli.config import validate
 from dfa_cli.errors import UserError
-from dfa_cli.run import CONFIG_PATH
+from dfa_cli.run import CONFIG_PATH, seed_tag
 
 from conftest import compose_config, run_cli
 
@@ -56,6 +56,11 @@ def test_activations_compose(activation):
 def test_model_names_follow_width_and_depth():
     assert compose_config("model=deep100").model.name == "fc240x100"
     assert compose_config("model=fc800x3", "model.depth=5").model.name == "fc800x5"
+    assert compose_config("model.hidden=[800,400]").model.name == "fc800-400"
+
+
+def test_seed_tags_name_stacked_runs():
+    assert (seed_tag(3, None), seed_tag(0, [0, 1, 2, 3, 4]), seed_tag(0, [0, 2, 7])) == ("s3", "s0-4", "s0+2+7")
 
 
 def test_defaults_are_the_paper_protocol():
@@ -97,7 +102,9 @@ def test_multirun_gives_one_record_per_job(fake_mnist, tmp_path):
     assert out.returncode == 0, out.stderr
     got = sorted((s["method"], s["seed"]) for s in summaries(tmp_path / "res"))
     assert got == [("bp", 0), ("bp", 1), ("dfa", 0), ("dfa", 1)]
-    assert len({p.parent for p in (tmp_path / "res").rglob("summary.json")}) == 4
+    dirs = sorted(p.parent.name for p in (tmp_path / "res").rglob("summary.json"))
+    assert dirs == ["0_mnist_fc16x1_tanh_none_bp_s0", "1_mnist_fc16x1_tanh_none_bp_s1",
+                    "2_mnist_fc16x1_tanh_none_dfa_s0", "3_mnist_fc16x1_tanh_none_dfa_s1"]
 
 
 def test_stacked_seeds_write_ordinary_records(fake_mnist, tmp_path):
