@@ -13,6 +13,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint as ckpt
@@ -133,8 +134,8 @@ def _hydra_main(cfg: DictConfig) -> None:
     launcher = str(hydra_cfg.launcher.get("_target_", ""))
     try:
         _write_hydra_files(hydra_cfg, cfg, run_dir)
-        train(cfg, run_dir, resume=cfg.get("resume") is True or _under_submitit(hydra_cfg),
-              job_num=hydra_cfg.job.get("num") if "joblib" in launcher else None)
+        summaries = train(cfg, run_dir, resume=cfg.get("resume") is True or _under_submitit(hydra_cfg),
+                          job_num=hydra_cfg.job.get("num") if "joblib" in launcher else None)
     except UserError as err:
         sys.stderr.write(f"dfa-run: {err}\n")
         sys.exit(2)
@@ -146,6 +147,12 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.stderr.write(f"dfa-run: interrupted by a second Ctrl-C (or before training began), without a "
                          f"checkpoint of the current step; resume={run_dir} continues from the last one.\n")
         sys.exit(130)
+    diverged = [s for s in summaries if s["stop_reason"] == "diverged"]
+    if diverged and hydra_cfg.mode == RunMode.RUN:  # (in a sweep it is one outcome among others)
+        which = ", ".join(f"seed {s['seed']} in epoch {s['epochs']}" for s in diverged)
+        sys.stderr.write(f"dfa-run: the loss became NaN or inf ({which}); the records in {run_dir} say "
+                         f"stop_reason 'diverged'; a smaller optim.lr may help.\n")
+        sys.exit(3)
 
 
 def _output_root(argv: list[str]) -> Path:

@@ -7,6 +7,7 @@ checkpoint from another config in test_resume.py.)
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 
@@ -104,6 +105,17 @@ def composition_error(*overrides_: str) -> CompactHydraException:
 def test_hydra_errors_read_as_one_sentence(override, sentence):
     got = hydra_sentence(composition_error(override))
     assert got == sentence or (sentence.endswith(", ") and got.startswith(sentence) and "\n" not in got), got
+
+
+def test_a_diverging_run_keeps_its_records_and_says_so_in_one_line(fake_mnist, tmp_path):
+    run = tmp_path / "run"
+    out = run_cli("run", *overrides(fake_mnist, "method=bp", "optim=sgd", "optim.lr=1e38", f"hydra.run.dir={run}"),
+                  env=ENV)
+    assert out.returncode == 3 and "Traceback" not in out.stderr + out.stdout
+    assert out.stderr == (f"dfa-run: the loss became NaN or inf (seed 0 in epoch 1); the records in {run} say "
+                          f"stop_reason 'diverged'; a smaller optim.lr may help.\n")
+    assert json.loads((run / SUMMARY).read_text())["stop_reason"] == "diverged"
+    assert len((run / METRICS).read_text().splitlines()) == 1
 
 
 def test_a_typo_on_the_command_line_is_one_line_with_a_suggestion(tmp_path):
