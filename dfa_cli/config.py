@@ -73,9 +73,40 @@ def validate(cfg: DictConfig) -> None:
     _number("trainer.stop_train_error", t.stop_train_error, 0, 100)
     _choice("trainer.cuda_graph", t.cuda_graph, ("auto", "on", "off"))
     _choice("trainer.matmul_precision", t.matmul_precision, ("highest", "high", "medium"))
+    _number("trainer.ema_decay", t.ema_decay, 0, 1, high_open=True)
+    if not (t.progress == "auto" or isinstance(t.progress, bool)):
+        raise UserError(f"trainer.progress must be auto, true or false, got {t.progress!r}.")
     _positive_int("data.subset", cfg.data.subset, allow_none=True)
     _positive_int("data.test_subset", cfg.data.test_subset, allow_none=True)
+    _boolean("data.download", cfg.data.download)
+    _boolean("resume", cfg.get("resume", False), "true, false or resume=<run dir> on the command line")
+    _optimizer_settings(cfg.optim)
     resolve_seeds(cfg)
+
+
+def _boolean(key: str, value, options: str = "true or false") -> None:
+    if not isinstance(value, bool):
+        raise UserError(f"{key} must be {options}, got {value!r}.")
+
+
+def _optimizer_settings(o) -> None:
+    """The optimizer's own keys (each optimizer config has its own set)."""
+    if "alpha" in o:
+        _number("optim.alpha", o.alpha, 0, 1)
+    if "eps" in o:
+        _number("optim.eps", o.eps, 0, low_open=True)
+    if "momentum" in o:
+        _number("optim.momentum", o.momentum, 0)
+    _number("optim.weight_decay", o.get("weight_decay", 0.0), 0)
+    if "nesterov" in o:
+        _boolean("optim.nesterov", o.nesterov)
+        if o.nesterov and not o.get("momentum"):
+            raise UserError("optim.nesterov=true needs a momentum above 0; set optim.momentum=….")
+    if "betas" in o:
+        betas = o.betas
+        if not (isinstance(betas, ListConfig) and len(betas) == 2
+                and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+            raise UserError(f"optim.betas must be a list of two numbers in [0, 1), got {betas!r}.")
 
 
 def resolve_seeds(cfg: DictConfig) -> list[int]:

@@ -10,20 +10,26 @@
   captured step is the eager step, so the math is the same.
 - Stacked replicas stop independently (converged, diverged, max_epochs); a stopped replica is
   written out and sliced away, so the rest keep training without it.
+- After each epoch's records a checkpoint is written (:mod:`dfa_cli.checkpoint`); SIGTERM/SIGINT
+  stop the run after the current step with a mid-epoch checkpoint (:mod:`dfa_cli.signals`).
+  ``fit(resume=state)`` continues from either exactly, so the records equal an uninterrupted run's.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from . import checkpoint as ckpt
 from .data import Dataset
 from .losses import per_replica_loss
 from .optim import keep_replicas
 from .progress import Progress
 from .records import RunRecord
+from .signals import stop_on_signals
 
 ORDER_SEED_OFFSET = 1_000_003   # data order draws from a stream apart from initialisation
 GRAPH_WARMUP_STEPS = 3          # eager steps (real training steps) before capturing
@@ -51,7 +57,8 @@ class Trainer:
     def __init__(self, model, optimizer, data: Dataset, records: list[RunRecord], seeds: list[int], *,
                  loss: str = "bce", batch_size: int = 64, max_epochs: int = 300,
                  stop_train_error: float = 0.01, ema_decay: float = 0.75, eval_batch_size: int = 10000,
-                 cuda_graph: bool = False, describe: dict | None = None, progress="auto"):
+                 cuda_graph: bool = False, describe: dict | None = None, progress="auto",
+                 checkpoint=None, meta: dict | None = None):
         self.model, self.optimizer, self.data, self.loss = model, optimizer, data, loss
         self.batch_size, self.max_epochs, self.eval_batch_size = batch_size, max_epochs, eval_batch_size
         self.stop_train_error, self.ema_decay = stop_train_error, ema_decay
@@ -63,6 +70,10 @@ class Trainer:
                        for s, rec in zip(seeds, records)]
         self.acc = torch.zeros(len(seeds), 2, device=self.device)  # per replica: Σ loss, Σ wrong
         self.graph, self.warmup_left = None, GRAPH_WARMUP_STEPS
+        # checkpoint: its path (None: none written); meta: saved with it (the config, …)
+        self.checkpoint, self.meta = (Path(checkpoint) if checkpoint else None), dict(meta or {})
+        self.finished: dict[int, dict] = {}  # seed → summary of the replicas that have stopped
+        self.stop = None                      # the signal flag while fit() runs
 
     # ---- one step -----------------------------------------------------------------------------
     def _train_step(self, idx: torch.Tensor) -> None:
@@ -106,16 +117,26 @@ class Trainer:
         order = torch.stack([torch.randperm(n, generator=r.order_gen) for r in self.active])
         return order.to(self.device, non_blocking=True)
 
-    def _train_epoch(self) -> torch.Tensor:
-        """Online training pass (dropout active, as the paper measures it) → ``(R, 2)`` on the host."""
+    def _train_epoch(self, epoch: int, first_step: int = 0, timing=(0.0, 0.0)) -> torch.Tensor:
+        """Online training pass (dropout active, as the paper measures it) → ``(R, 2)`` on the host.
+
+        ``first_step`` > 0 continues an epoch from a mid-epoch checkpoint (``acc`` already holds
+        its statistics so far). After every step a pending signal stops the run (see ``_interrupt``).
+        """
         self.model.train()
+        drawn_from = [r.order_gen.get_state() for r in self.active]  # redraws this order on resume
         order, b = self._epoch_order(), self.batch_size
-        self.acc.zero_()
+        if first_step == 0:
+            self.acc.zero_()
         n_full = order.shape[1] // b
-        for s in range(n_full):
+        for s in range(first_step, n_full):
             self._step(order[:, s * b:(s + 1) * b])
-        if order.shape[1] % b:
+            if self.stop.signum is not None:
+                self._interrupt(epoch, s + 1, drawn_from, timing)
+        if order.shape[1] % b and first_step <= n_full:
             self._train_step(order[:, n_full * b:])
+            if self.stop.signum is not None:
+                self._interrupt(epoch, n_full + 1, drawn_from, timing)
         return self.acc.double().cpu()  # the epoch's one synchronisation
 
     @torch.no_grad()
@@ -135,17 +156,27 @@ class Trainer:
         return acc.cpu()
 
     # ---- the run ------------------------------------------------------------------------------
-    def fit(self) -> list[dict]:
-        """Train until every replica has stopped; returns one summary per seed, in seed order."""
+    def fit(self, resume: dict | None = None) -> list[dict]:
+        """Train until every replica has stopped; returns one summary per seed, in seed order.
+
+        ``resume``: a checkpoint's state (:func:`dfa_cli.checkpoint.load`) to continue from.
+        """
         seeds = [r.seed for r in self.active]
         torch.manual_seed(seeds[0])  # dropout masks come from the device's generator
-        start, summaries = time.perf_counter(), {}
+        first_epoch, first_step, elapsed, epoch_seconds = 1, 0, 0.0, 0.0
+        if resume is not None:
+            first_epoch, first_step, elapsed, epoch_seconds = self._restore(resume)
+        start = time.perf_counter() - elapsed
         n_train, n_test = len(self.data.x_train), len(self.data.x_test)
         title = f"{self.describe.get('method', '')} {self.describe.get('model', '')}".strip()
-        with Progress(self.max_epochs, title or "training", self.progress) as progress:
-            for epoch in range(1, self.max_epochs + 1):
-                t0 = time.perf_counter()
-                train = self._train_epoch()
+        with Progress(self.max_epochs, title or "training", self.progress) as progress, \
+                stop_on_signals() as self.stop:
+            for epoch in range(first_epoch, self.max_epochs + 1):
+                if not self.active:
+                    break
+                t0 = time.perf_counter() - epoch_seconds
+                train = self._train_epoch(epoch, first_step, (start, t0))
+                first_step, epoch_seconds = 0, 0.0
                 test = self.evaluate(self.data.x_test, self.data.y_test)
                 seconds = time.perf_counter() - t0
                 rows, done = [], []
@@ -156,14 +187,68 @@ class Trainer:
                     rows.append(row)
                     reason = self._stop_reason(rep, row) or ("max_epochs" if epoch == self.max_epochs else None)
                     if reason:
-                        summaries[rep.seed] = self._finish(rep, row, reason, time.perf_counter() - start)
+                        self.finished[rep.seed] = self._finish(rep, row, reason, time.perf_counter() - start)
                         done.append(j)
                 progress.update(epoch, rows, len(self.active))
                 if done:
                     self._drop(done)
-                if not self.active:
-                    break
-        return [summaries[s] for s in seeds]
+                if self.active:  # after the records, so that records and checkpoint agree
+                    self._save(epoch + 1, 0, [r.order_gen.get_state() for r in self.active],
+                               time.perf_counter() - start, 0.0)
+                if self.stop.signum is not None and self.active:  # (a finished run just ends)
+                    self.stop.hand_on(epoch, None, self.checkpoint)
+        if self.checkpoint is not None:
+            self.checkpoint.unlink(missing_ok=True)  # every seed has its summary: nothing to resume
+        return [self.finished[s] for s in seeds]
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _save(self, epoch: int, step: int, order_states: list, elapsed: float, epoch_seconds: float) -> None:
+        """Checkpoint the state before step ``step`` of epoch ``epoch`` (``order_states``: the order
+        generators' states from which that epoch's order is drawn)."""
+        if self.checkpoint is None:
+            return
+        cuda = self.device.type == "cuda" and torch.cuda.is_initialized()
+        state = {
+            "format": ckpt.FORMAT, **self.meta, "epoch": epoch, "step": step,
+            "elapsed": elapsed, "epoch_seconds": epoch_seconds,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "acc": self.acc.cpu(),
+            "replicas": [{"seed": r.seed, "ema": r.ema, "best_test_error": r.best_test_error,
+                          "best_epoch": r.best_epoch, "seconds": list(r.seconds), "order_state": g}
+                         for r, g in zip(self.active, order_states)],
+            "finished": ckpt.plain(self.finished),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if cuda else None,
+        }
+        ckpt.save(self.checkpoint, state)
+
+    def _interrupt(self, epoch: int, step: int, order_states: list, timing) -> None:
+        """A signal arrived: checkpoint the state after this step, then hand the signal on."""
+        start, t0 = timing
+        now = time.perf_counter()
+        self._save(epoch, step, order_states, now - start, now - t0)
+        self.stop.hand_on(epoch, step, self.checkpoint)
+
+    def _restore(self, state: dict) -> tuple[int, int, float, float]:
+        """Load a checkpoint's state; returns (epoch, step, elapsed, epoch seconds) to continue from."""
+        self.finished = dict(state["finished"])
+        saved = {r["seed"]: r for r in state["replicas"]}
+        keep = [j for j, rep in enumerate(self.active) if rep.seed in saved]
+        if len(keep) < len(self.active):
+            self._drop([j for j in range(len(self.active)) if j not in keep])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for rep in self.active:
+            r = saved[rep.seed]
+            rep.ema, rep.best_test_error, rep.best_epoch = r["ema"], r["best_test_error"], r["best_epoch"]
+            rep.seconds = list(r["seconds"])
+            rep.order_gen.set_state(r["order_state"])
+        self.acc.copy_(state["acc"])
+        torch.set_rng_state(state["rng_cpu"])
+        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.graph, self.warmup_left = None, GRAPH_WARMUP_STEPS  # (re)capture after loading
+        return state["epoch"], state["step"], state["elapsed"], state["epoch_seconds"]
 
     def _epoch_row(self, rep: Replica, epoch: int, train, test, seconds: float, elapsed: float) -> dict:
         train_loss, train_error = float(train[0]), 100 * float(train[1])

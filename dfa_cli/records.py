@@ -2,7 +2,9 @@
 
 A run directory holds Hydra's ``.hydra/``, ``metrics.jsonl`` (one JSON object per epoch, appended
 with one write per line) and ``summary.json``, written last and atomically. A directory without a
-valid ``summary.json`` is an unfinished or broken run.
+valid ``summary.json`` is an unfinished or broken run (it may hold a ``checkpoint.pt``, see
+:mod:`dfa_cli.checkpoint`). A failed write (full disk) is one sentence, and leaves what was
+written before intact.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
 import socket
 import subprocess
@@ -20,8 +23,17 @@ from pathlib import Path
 import torch
 import yaml
 
+from .errors import UserError
+
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+
+
+def disk_error(path: Path, err: OSError) -> UserError:
+    """A failed write (full disk, lost permission, …) as one sentence; earlier records stay intact."""
+    return UserError(f"could not write {path} ({err.strerror or err}); the records of finished epochs "
+                     f"are intact: free some space or fix the folder, then resume the run with "
+                     f"resume={Path(path).parent}.")
 
 
 def _finite_or_none(value):
@@ -35,22 +47,38 @@ def _finite_or_none(value):
     return value
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
 def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(_finite_or_none(obj), indent=2, allow_nan=False) + "\n")
+    try:
+        atomic_write_text(path, json.dumps(_finite_or_none(obj), indent=2, allow_nan=False) + "\n")
+    except OSError as err:
+        raise disk_error(path, err) from None
 
 
 class RunRecord:
@@ -61,12 +89,48 @@ class RunRecord:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def log_epoch(self, row: dict) -> None:
-        line = json.dumps(_finite_or_none(row), allow_nan=False) + "\n"
-        with open(self.directory / METRICS, "a") as f:
-            f.write(line)  # one write per line: a kill leaves at most one partial last line
+        line = (json.dumps(_finite_or_none(row), allow_nan=False) + "\n").encode()
+        path = self.directory / METRICS
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    write_all(fd, line)  # one line at a time: a kill leaves at most a partial last line
+                    os.fsync(fd)         # on disk before the epoch's checkpoint says it is done
+                except OSError:
+                    os.ftruncate(fd, size)  # a failed write (full disk) leaves no partial line behind
+                    raise
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise disk_error(path, err) from None
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.directory / SUMMARY, summary)
+
+
+def truncate_metrics(directory, epochs: int) -> None:
+    """Keep the first ``epochs`` complete lines of ``metrics.jsonl`` (drops a partial last line)."""
+    path = Path(directory) / METRICS
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            break
+        if not line.endswith("\n") or row.get("epoch", 0) > epochs:
+            break
+        kept.append(line)
+    try:
+        if kept:
+            atomic_write_text(path, "".join(kept))
+        else:
+            path.unlink()
+    except OSError as err:
+        raise disk_error(path, err) from None
 
 
 def replica_dirs(run_dir, seeds) -> list[Path]:

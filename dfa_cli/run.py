@@ -1,8 +1,10 @@
 """``dfa-run``: compose the config with Hydra, train, write the records. Thin on purpose."""
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -10,8 +12,11 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from . import checkpoint as ckpt
 from .config import resolve_device, resolve_seeds, validate
 from .data import load_dataset
 from .engine import Trainer
@@ -19,6 +24,7 @@ from .errors import UserError
 from .models import build_model, hidden_sizes
 from .optim import build_optimizer
 from .records import RunRecord, environment, replica_dirs
+from .signals import Interrupted
 
 log = logging.getLogger("dfa_cli")
 
@@ -74,11 +80,36 @@ def describe(cfg: DictConfig, model, data, device) -> dict:
     }
 
 
-def train(cfg: DictConfig, run_dir) -> list[dict]:
-    """Train what ``cfg`` describes and write one record per seed under ``run_dir``."""
+def gpu_for_job(device: torch.device, job_num: int | None, n_gpus: int) -> torch.device:
+    """One GPU per job of a parallel sweep: ``cuda`` (no index) becomes ``cuda:{job_num % n_gpus}``.
+
+    A device index rather than ``CUDA_VISIBLE_DEVICES``: joblib's workers are reused across jobs,
+    and CUDA reads that variable only once per process.
+    """
+    if device.type != "cuda" or device.index is not None or job_num is None or n_gpus < 2:
+        return device
+    return torch.device("cuda", job_num % n_gpus)
+
+
+def train(cfg: DictConfig, run_dir, resume: bool | None = None, job_num: int | None = None) -> list[dict]:
+    """Train what ``cfg`` describes and write one record per seed under ``run_dir``.
+
+    ``resume`` (default: ``cfg.resume``): continue the run whose records are in ``run_dir`` from
+    its checkpoint, or leave it as it is when it is complete; without it a directory that holds
+    records is refused. ``job_num``: the job's number in a parallel sweep (one GPU per job).
+    """
     validate(cfg)
     seeds = resolve_seeds(cfg)
+    run_dir = Path(run_dir)
+    config = ckpt.plain_config(cfg)
+    plan = ckpt.plan(run_dir, seeds, config, bool(cfg.get("resume", False) if resume is None else resume))
+    if plan.action == "done":
+        log.info(f"{run_dir} is complete ({len(seeds)} record{'s' * (len(seeds) > 1)}); "
+                 f"skipped, not retrained.")
+        return plan.summaries
     device = resolve_device(cfg.device)
+    if cfg.device in ("auto", "cuda") and device.type == "cuda":
+        device = gpu_for_job(device, job_num, torch.cuda.device_count())
     if cfg.trainer.cuda_graph == "on" and device.type != "cuda":
         raise UserError("trainer.cuda_graph=on needs a CUDA device; use auto or off on this machine.")
     use_graph = device.type == "cuda" and cfg.trainer.cuda_graph != "off"
@@ -93,8 +124,12 @@ def train(cfg: DictConfig, run_dir) -> list[dict]:
                       batch_size=t.batch_size, max_epochs=t.max_epochs,
                       stop_train_error=t.stop_train_error, ema_decay=t.ema_decay,
                       eval_batch_size=t.eval_batch_size, cuda_graph=use_graph,
-                      describe=describe(cfg, model, data, device), progress=t.progress)
-    summaries = trainer.fit()
+                      describe=describe(cfg, model, data, device), progress=t.progress,
+                      checkpoint=run_dir / ckpt.CHECKPOINT, meta={"config": config})
+    if plan.action == "resume":
+        log.info(f"resuming {run_dir} at epoch {plan.state['epoch']}"
+                 + (f" step {plan.state['step']}" if plan.state["step"] else ""))
+    summaries = trainer.fit(resume=plan.state)
     for s, rec in zip(summaries, records):
         if s["stop_reason"] == "diverged":
             log.warning(f"seed {s['seed']} diverged (loss became NaN or inf) in epoch {s['epochs']}; "
@@ -102,13 +137,48 @@ def train(cfg: DictConfig, run_dir) -> list[dict]:
     return summaries
 
 
+def _under_submitit(hydra_cfg) -> bool:
+    """A job of Hydra's submitit launcher: a requeued job (preemption, timeout) resumes by itself."""
+    return "submitit" in str(hydra_cfg.launcher.get("_target_", ""))
+
+
+def _write_hydra_files(hydra_cfg, cfg: DictConfig, run_dir: Path) -> None:
+    """Hydra's ``.hydra/`` for a job started by a resume command (which keeps existing ones as they were)."""
+    target = run_dir / ".hydra"
+    if hydra_cfg.output_subdir is not None or (target / "config.yaml").exists():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, target / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg)}), target / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.overrides.task, target / "overrides.yaml")
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    launcher = str(hydra_cfg.launcher.get("_target_", ""))
     try:
-        train(cfg, HydraConfig.get().runtime.output_dir)
+        _write_hydra_files(hydra_cfg, cfg, run_dir)
+        summaries = train(cfg, run_dir, resume=cfg.get("resume") is True or _under_submitit(hydra_cfg),
+                          job_num=hydra_cfg.job.get("num") if "joblib" in launcher else None)
     except UserError as err:
         sys.stderr.write(f"dfa-run: {err}\n")
         sys.exit(2)
+    except Interrupted as stop:
+        hint = f"; rerun with resume={run_dir} to continue" if stop.checkpoint else ""
+        sys.stderr.write(f"dfa-run: {stop}{hint}.\n")
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"dfa-run: interrupted by a second Ctrl-C (or before training began), without a "
+                         f"checkpoint of the current step; resume={run_dir} continues from the last one.\n")
+        sys.exit(130)
+    diverged = [s for s in summaries if s["stop_reason"] == "diverged"]
+    if diverged and hydra_cfg.mode == RunMode.RUN:  # (in a sweep it is one outcome among others)
+        which = ", ".join(f"seed {s['seed']} in epoch {s['epochs']}" for s in diverged)
+        sys.stderr.write(f"dfa-run: the loss became NaN or inf ({which}); the records in {run_dir} say "
+                         f"stop_reason 'diverged'; a smaller optim.lr may help.\n")
+        sys.exit(3)
 
 
 def _output_root(argv: list[str]) -> Path:
@@ -129,7 +199,7 @@ def check_writable(root: Path) -> str | None:
     if not probe.is_dir():
         return f"cannot write results under {root}: {probe} is a file, not a folder; choose another results_dir=."
     try:
-        with open(probe / f".dfa-write-test-{os.getpid()}", "w") as f:
+        with open(probe / f".dfa-write-test-{os.getpid()}-{secrets.token_hex(4)}", "w") as f:
             f.write("")
         os.unlink(f.name)
     except OSError as err:
@@ -138,14 +208,141 @@ def check_writable(root: Path) -> str | None:
     return None
 
 
+def _overrides(argv: list[str]) -> dict[str, str]:
+    """``key → value`` of the command line's overrides (the last one of a key wins)."""
+    out = {}
+    for arg in argv:
+        if "=" in arg and not arg.startswith("-"):
+            key, _, value = arg.partition("=")
+            out[key.lstrip("+~")] = value
+    return out
+
+
+def _is_multirun(argv: list[str]) -> bool:
+    return any(a in ("-m", "--multirun") for a in argv)
+
+
+def _quote(value: str) -> str:
+    """A path as a Hydra override value (quoted when it holds characters the grammar reserves)."""
+    if re.fullmatch(r"[\w/.\-:~]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def expand_resume(argv: list[str]) -> list[str]:
+    """``resume=<run or sweep dir>`` → that run's own overrides + ``resume=true`` + its directory.
+
+    A run's overrides come from its ``.hydra/hydra.yaml``, a sweep's from its ``multirun.yaml``;
+    overrides given beside ``resume=`` win over the saved ones.
+    """
+    value = _overrides(argv).get("resume")
+    if value is None or value.lower() in ("true", "false"):
+        return argv
+    target = Path(value).expanduser()
+    if re.fullmatch(r"seed\d+", target.name) and (target.parent / ".hydra" / "hydra.yaml").is_file():
+        target = target.parent  # one seed of a stacked run: the run is its parent
+    if (target / "multirun.yaml").is_file():
+        source, kind = target / "multirun.yaml", "sweep"
+    elif (target / ".hydra" / "hydra.yaml").is_file():
+        source, kind = target / ".hydra" / "hydra.yaml", "run"
+    else:
+        raise UserError(f"resume={value}: no run or sweep there (no .hydra/hydra.yaml or multirun.yaml); "
+                        f"give the directory of a run or a sweep under your results folder.")
+    try:
+        saved = OmegaConf.load(source).hydra.overrides
+        saved = [str(o) for o in [*saved.hydra, *saved.task]]
+    except Exception:
+        raise UserError(f"resume={value}: {source} is unreadable; resume with the original command "
+                        f"plus resume=true hydra.{kind}.dir={target}.") from None
+    given = [a for a in argv if a.partition("=")[0].lstrip("+~") != "resume"]
+    mine = set(_overrides(given)) | {"hydra.run.dir", "hydra.sweep.dir", "hydra.output_subdir", "resume"}
+    kept = [o for o in saved if o.partition("=")[0].lstrip("+~") not in mine]
+    flags = [a for a in given if a.startswith("-") and a not in ("-m", "--multirun")]
+    rest = [a for a in given if not a.startswith("-")]
+    mode = ["-m"] if kind == "sweep" else []
+    return [*mode, *flags, *kept, *rest, "resume=true", f"hydra.{kind}.dir={_quote(str(target))}"]
+
+
+def check_resume(argv: list[str]) -> str | None:
+    """One sentence if the command would overwrite a run's records, or resume without saying where."""
+    over = _overrides(argv)
+    key = "hydra.sweep.dir" if _is_multirun(argv) else "hydra.run.dir"
+    target = over.get(key)
+    if str(over.get("resume", "false")).lower() == "true":
+        if not target:
+            return f"resume=true needs the directory to continue: add {key}=<dir>, or use resume=<dir>."
+        return None
+    if target and ckpt.holds_records(Path(target.strip("'\""))):
+        return (f"{target} already holds the records of a run; add resume=true to continue it "
+                f"(finished runs are left as they are), or choose another {key}.")
+    return None
+
+
+def _setting_names() -> list[str]:
+    """Every setting of the default config (for 'did you mean')."""
+    from hydra import compose, initialize_config_dir, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    try:
+        GlobalHydra.instance().clear()
+        init = (initialize_config_module("dfa_cli.conf", version_base="1.3") if CONFIG_PATH.startswith("pkg://")
+                else initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"))
+        with init:
+            cfg = OmegaConf.to_container(compose(config_name="config"), resolve=False)
+    except Exception:
+        return []
+    return list(ckpt._flatten(cfg))
+
+
+def hydra_sentence(err: Exception) -> str:
+    """Hydra's multi-line report of a composition or override error, as one sentence."""
+    from hydra.errors import MissingConfigException
+    text = str(err)
+    cause = str(err.__cause__ or "")
+    if isinstance(err, MissingConfigException):
+        first = text.strip().splitlines()[0]
+        first = re.sub(r"^In '[^']*': ", "", first)
+        sentence = first + (f"; choose one of: {', '.join(err.options)}" if err.options else "")
+        if "submitit" in str(err.missing_cfg_file or ""):  # the slurm preset without the plugin
+            sentence += "; install the launcher plugins with pip install -e '.[cluster]'"
+        return sentence + "."
+    unknown = re.match(r"Could not override '([^']+)'", text)
+    if unknown and "not in struct" in cause:
+        key = unknown.group(1)
+        close = difflib.get_close_matches(key, _setting_names(), n=1, cutoff=0.7)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"{key} is not a setting{hint}; dfa-run --help lists every setting."
+    lines = [ln.strip() for ln in (text + "\n" + cause).splitlines()
+             if ln.strip() and not ln.strip().startswith(("Set the environment", "full_key", "object_type",
+                                                          "reference_type", "See https"))]
+    over = getattr(err, "override", None)
+    prefix = f"cannot read the override '{over}': " if over and over not in text else ""
+    return prefix + "; ".join(dict.fromkeys(ln.rstrip(".") for ln in lines)) + "."
+
+
 def main() -> None:
     argv = sys.argv[1:]
     if not any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c") for a in argv):
-        problem = check_writable(_output_root(argv))
+        try:
+            argv = expand_resume(argv)
+        except UserError as err:
+            sys.stderr.write(f"dfa-run: {err}\n")
+            sys.exit(2)
+        problem = check_writable(_output_root(argv)) or check_resume(argv)
         if problem:
             sys.stderr.write(f"dfa-run: {problem}\n")
             sys.exit(2)
-    _hydra_main()
+        if _overrides(argv).get("resume", "").lower() == "true" and "hydra.output_subdir" not in _overrides(argv):
+            argv.append("hydra.output_subdir=null")  # keep the run's own .hydra/ as first written
+        sys.argv = [sys.argv[0], *argv]
+    user_wants_traces = bool(os.environ.get("HYDRA_FULL_ERROR"))
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing them …
+    try:
+        _hydra_main()
+    except CompactHydraException as err:  # … so that they read as one sentence
+        if user_wants_traces:
+            raise
+        sys.stderr.write(f"dfa-run: {hydra_sentence(err)}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":
