@@ -29,7 +29,7 @@ from .losses import per_replica_loss
 from .optim import keep_replicas
 from .progress import Progress
 from .records import RunRecord
-from .signals import stop_on_signals
+from .signals import StopFlag, stop_on_signals
 
 ORDER_SEED_OFFSET = 1_000_003   # data order draws from a stream apart from initialisation
 GRAPH_WARMUP_STEPS = 3          # eager steps (real training steps) before capturing
@@ -73,7 +73,7 @@ class Trainer:
         # checkpoint: its path (None: none written); meta: saved with it (the config, …)
         self.checkpoint, self.meta = (Path(checkpoint) if checkpoint else None), dict(meta or {})
         self.finished: dict[int, dict] = {}  # seed → summary of the replicas that have stopped
-        self.stop = None                      # the signal flag while fit() runs
+        self.stop = StopFlag()                # raised by a signal while fit() runs
 
     # ---- one step -----------------------------------------------------------------------------
     def _train_step(self, idx: torch.Tensor) -> None:

@@ -83,11 +83,11 @@ def dfa_cli_loop(method: str, hidden, data: Dataset, epochs: int, device, seeds,
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.99, eps=1e-8, capturable=graph)
     records = [RunRecord(tmp / f"{method}-{len(seeds)}-{s}") for s in seeds]
     trainer = Trainer(model, opt, data, records, list(seeds), cuda_graph=graph, progress=False)
-    trainer._train_epoch()  # warm-up (and graph capture)
+    trainer._train_epoch(0)  # warm-up (and graph capture)
     sync(device)
     start = time.perf_counter()
     for _ in range(epochs):
-        trainer._train_epoch()
+        trainer._train_epoch(1)
     sync(device)
     return (time.perf_counter() - start) / epochs
 

@@ -80,7 +80,7 @@ def test_submitit_local_runs_a_two_job_sweep_and_a_preempted_job_requeues_and_re
     sweep = tmp_path / "sweep"
     proc = start_cli("-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}", "seed=0,1", *overrides(data))
     pids = submitit_task_pids(sweep, 2)
-    jobs = [sweep / f"{n}_mnist_fc32x1_dfa_s{n}" for n in (0, 1)]
+    jobs = [sweep / f"{n}_mnist_fc32x1_tanh_paper_dfa_s{n}" for n in (0, 1)]
     wait_for_epochs(proc, jobs[0], 1)
     os.kill(min(pids), signal.SIGUSR2)  # (most likely job 0's task: it was started first)
     out, err = proc.communicate(timeout=300)

@@ -41,7 +41,7 @@ def test_a_training_epoch_reads_the_device_once(fake_mnist, tmp_path, monkeypatc
             reads.append(_name)
             return _original(self, *a, **kw)
         monkeypatch.setattr(torch.Tensor, name, counted)
-    trainer._train_epoch()     # 256 examples, batch 64: four steps
+    trainer._train_epoch(1)    # 256 examples, batch 64: four steps
     assert reads == ["cpu"], reads
 
 
