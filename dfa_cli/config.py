@@ -75,7 +75,25 @@ def validate(cfg: DictConfig) -> None:
     _choice("trainer.matmul_precision", t.matmul_precision, ("highest", "high", "medium"))
     _positive_int("data.subset", cfg.data.subset, allow_none=True)
     _positive_int("data.test_subset", cfg.data.test_subset, allow_none=True)
+    _validate_diagnostics(cfg)
     resolve_seeds(cfg)
+
+
+def _validate_diagnostics(cfg: DictConfig) -> None:
+    """adversarial.*, diagnostics.*, trainer.eval_train (issue 6)."""
+    _number("adversarial.eps", cfg.adversarial.eps, 0, 1)
+    for key, value in (("adversarial.clip", cfg.adversarial.clip), ("trainer.eval_train", cfg.trainer.eval_train),
+                       ("diagnostics.alignment", cfg.diagnostics.alignment),
+                       ("diagnostics.features", cfg.diagnostics.features)):
+        if not isinstance(value, bool):
+            raise UserError(f"{key} must be true or false, got {value!r}.")
+    _positive_int("diagnostics.every", cfg.diagnostics.every)
+    _positive_int("diagnostics.feature_examples", cfg.diagnostics.feature_examples)
+    kind = cfg.model.get("kind", "fc")
+    for key in ("alignment", "features"):
+        if cfg.diagnostics[key] and kind != "fc":
+            raise UserError(f"diagnostics.{key}=true is implemented for the fully connected models only "
+                            f"(model.kind=fc, not {kind}); leave it off for this model.")
 
 
 def resolve_seeds(cfg: DictConfig) -> list[int]:

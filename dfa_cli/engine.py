@@ -10,6 +10,9 @@
   captured step is the eager step, so the math is the same.
 - Stacked replicas stop independently (converged, diverged, max_epochs); a stopped replica is
   written out and sliced away, so the rest keep training without it.
+- Optional, off by default and then free: FGSM adversarial training inside the step, alignment
+  angles measured eagerly before every N-th step, a clean pass over the training set after each
+  epoch, hidden features saved when a replica finishes (dfa_cli.adversarial, .diagnostics, .features).
 """
 from __future__ import annotations
 
@@ -51,7 +54,8 @@ class Trainer:
     def __init__(self, model, optimizer, data: Dataset, records: list[RunRecord], seeds: list[int], *,
                  loss: str = "bce", batch_size: int = 64, max_epochs: int = 300,
                  stop_train_error: float = 0.01, ema_decay: float = 0.75, eval_batch_size: int = 10000,
-                 cuda_graph: bool = False, describe: dict | None = None, progress="auto"):
+                 cuda_graph: bool = False, describe: dict | None = None, progress="auto",
+                 adversarial=None, alignment=None, features=None, eval_train: bool = False):
         self.model, self.optimizer, self.data, self.loss = model, optimizer, data, loss
         self.batch_size, self.max_epochs, self.eval_batch_size = batch_size, max_epochs, eval_batch_size
         self.stop_train_error, self.ema_decay = stop_train_error, ema_decay
@@ -63,11 +67,18 @@ class Trainer:
                        for s, rec in zip(seeds, records)]
         self.acc = torch.zeros(len(seeds), 2, device=self.device)  # per replica: Σ loss, Σ wrong
         self.graph, self.warmup_left = None, GRAPH_WARMUP_STEPS
+        # Issue 6, all off (None/False) by default and then free: FGSM on every training batch
+        # (dfa_cli.adversarial), alignment angles every N steps (dfa_cli.diagnostics), hidden features
+        # at the end (dfa_cli.features), a clean pass over the training set after each epoch.
+        self.adversarial, self.alignment, self.features = adversarial, alignment, features
+        self.eval_train, self.extra = eval_train, {}
 
     # ---- one step -----------------------------------------------------------------------------
     def _train_step(self, idx: torch.Tensor) -> None:
         """One update of every replica on its batch ``idx`` (``(R, B)`` indices into the train set)."""
         x, y = self.data.x_train[idx], self.data.y_train[idx]
+        if self.adversarial is not None:  # FGSM by true BP; the step then sees the perturbed batch only
+            x = self.adversarial(self.model, x, y)
         logits = self.model(x)
         losses = per_replica_loss(logits, y, self.loss)
         self.optimizer.zero_grad(set_to_none=True)
@@ -78,6 +89,8 @@ class Trainer:
             self.acc += torch.stack([losses.detach() * idx.shape[1], wrong], dim=1)
 
     def _step(self, idx: torch.Tensor) -> None:
+        if self.alignment is not None:  # eager, before the update, never inside the CUDA graph
+            self.alignment.on_step(self.model, self.data, idx)
         if not self.use_graph:
             return self._train_step(idx)
         if self.graph is None and self.warmup_left > 0:
@@ -147,6 +160,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 train = self._train_epoch()
                 test = self.evaluate(self.data.x_test, self.data.y_test)
+                self.extra = self._epoch_extra()
                 seconds = time.perf_counter() - t0
                 rows, done = [], []
                 for j, rep in enumerate(self.active):
@@ -176,7 +190,20 @@ class Trainer:
         rep.seconds.append(seconds)
         return {"epoch": epoch, "train_loss": train_loss, "train_error": train_error,
                 "train_error_ema": rep.ema, "test_loss": test_loss, "test_error": test_error,
-                "lr": float(self.optimizer.param_groups[0]["lr"]), "seconds": seconds, "elapsed": elapsed}
+                "lr": float(self.optimizer.param_groups[0]["lr"]), "seconds": seconds, "elapsed": elapsed,
+                **self.extra.get(rep.seed, {})}
+
+    def _epoch_extra(self) -> dict:
+        """Per seed, this epoch's clean training-set pass and alignment angles (when switched on)."""
+        extra = {rep.seed: {} for rep in self.active}
+        if self.eval_train:  # dropout off, every training example: not the paper's online measure
+            clean = self.evaluate(self.data.x_train, self.data.y_train) / len(self.data.x_train)
+            for rep, (loss, wrong) in zip(self.active, clean.tolist()):
+                extra[rep.seed].update(train_loss_eval=loss, train_error_eval=100 * wrong)
+        if self.alignment is not None:
+            for rep, angles in zip(self.active, self.alignment.collect(len(self.active))):
+                extra[rep.seed]["alignment"] = angles
+        return extra
 
     def _stop_reason(self, rep: Replica, row: dict) -> str | None:
         if not _finite(row["train_loss"], row["test_loss"]):
@@ -194,7 +221,11 @@ class Trainer:
                    "train_error_ema": rep.ema, "wall_seconds": wall,
                    "seconds_per_epoch": sum(rep.seconds) / len(rep.seconds),
                    "stacked_seeds": self.stacked,
+                   **{k: row[k] for k in ("train_error_eval", "train_loss_eval") if k in row},
                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if self.features is not None:  # this replica's final network, before it is sliced away
+            j = next(j for j, r in enumerate(self.active) if r is rep)
+            summary["features"] = self.features(self.model, self.data, j, rep.record.directory).name
         rep.record.write_summary(summary)
         return summary
 

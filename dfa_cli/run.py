@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import resolve_device, resolve_seeds, validate
 from .data import load_dataset
+from .diagnostics import trainer_options
 from .engine import Trainer
 from .errors import UserError
 from .models import build_model, hidden_sizes
@@ -54,8 +55,10 @@ OmegaConf.register_new_resolver("seed_tag", seed_tag, replace=True)
 
 
 def variant(cfg: DictConfig) -> str:
-    """The paper's row variant of a run: ``none`` or ``dropout``."""
-    return "dropout" if cfg.dropout.input > 0 or cfg.dropout.hidden > 0 else "none"
+    """The paper's row variant of a run: ``none``, ``dropout``, ``adversarial`` or ``dropout+adversarial``."""
+    parts = [name for name, on in (("dropout", cfg.dropout.input > 0 or cfg.dropout.hidden > 0),
+                                   ("adversarial", cfg.adversarial.eps > 0)) if on]
+    return "+".join(parts) or "none"
 
 
 def describe(cfg: DictConfig, model, data, device) -> dict:
@@ -70,6 +73,9 @@ def describe(cfg: DictConfig, model, data, device) -> dict:
         "max_epochs": cfg.trainer.max_epochs, "stop_train_error": cfg.trainer.stop_train_error,
         "subset": cfg.data.subset, "test_subset": cfg.data.test_subset,
         "matmul_precision": cfg.trainer.matmul_precision,
+        "adversarial_eps": cfg.adversarial.eps, "adversarial_clip": cfg.adversarial.clip,
+        "eval_train": cfg.trainer.eval_train,
+        "alignment_every": cfg.diagnostics.every if cfg.diagnostics.alignment else None,
         "n_train": len(data.x_train), "n_test": len(data.x_test), **environment(device),
     }
 
@@ -93,7 +99,8 @@ def train(cfg: DictConfig, run_dir) -> list[dict]:
                       batch_size=t.batch_size, max_epochs=t.max_epochs,
                       stop_train_error=t.stop_train_error, ema_decay=t.ema_decay,
                       eval_batch_size=t.eval_batch_size, cuda_graph=use_graph,
-                      describe=describe(cfg, model, data, device), progress=t.progress)
+                      describe=describe(cfg, model, data, device), progress=t.progress,
+                      **trainer_options(cfg))
     summaries = trainer.fit()
     for s, rec in zip(summaries, records):
         if s["stop_reason"] == "diverged":
