@@ -81,6 +81,7 @@ def validate(cfg: DictConfig) -> None:
     _boolean("data.download", cfg.data.download)
     _boolean("resume", cfg.get("resume", False), "true, false or resume=<run dir> on the command line")
     _optimizer_settings(cfg.optim)
+    _validate_diagnostics(cfg)
     resolve_seeds(cfg)
 
 
@@ -107,6 +108,23 @@ def _optimizer_settings(o) -> None:
         if not (isinstance(betas, ListConfig) and len(betas) == 2
                 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
             raise UserError(f"optim.betas must be a list of two numbers in [0, 1), got {betas!r}.")
+
+
+def _validate_diagnostics(cfg: DictConfig) -> None:
+    """adversarial.*, diagnostics.*, trainer.eval_train (issue 6)."""
+    _number("adversarial.eps", cfg.adversarial.eps, 0, 1)
+    for key, value in (("adversarial.clip", cfg.adversarial.clip), ("trainer.eval_train", cfg.trainer.eval_train),
+                       ("diagnostics.alignment", cfg.diagnostics.alignment),
+                       ("diagnostics.features", cfg.diagnostics.features)):
+        if not isinstance(value, bool):
+            raise UserError(f"{key} must be true or false, got {value!r}.")
+    _positive_int("diagnostics.every", cfg.diagnostics.every)
+    _positive_int("diagnostics.feature_examples", cfg.diagnostics.feature_examples)
+    kind = cfg.model.get("kind", "fc")
+    for key in ("alignment", "features"):
+        if cfg.diagnostics[key] and kind != "fc":
+            raise UserError(f"diagnostics.{key}=true is implemented for the fully connected models only "
+                            f"(model.kind=fc, not {kind}); leave it off for this model.")
 
 
 def resolve_seeds(cfg: DictConfig) -> list[int]:

@@ -13,6 +13,9 @@
 - After each epoch's records a checkpoint is written (:mod:`dfa_cli.checkpoint`); SIGTERM/SIGINT
   stop the run after the current step with a mid-epoch checkpoint (:mod:`dfa_cli.signals`).
   ``fit(resume=state)`` continues from either exactly, so the records equal an uninterrupted run's.
+- Optional, off by default and then free: FGSM adversarial training inside the step, alignment
+  angles measured eagerly before every N-th step, a clean pass over the training set after each
+  epoch, hidden features saved when a replica finishes (dfa_cli.adversarial, .diagnostics, .features).
 """
 from __future__ import annotations
 
@@ -58,7 +61,8 @@ class Trainer:
                  loss: str = "bce", batch_size: int = 64, max_epochs: int = 300,
                  stop_train_error: float = 0.01, ema_decay: float = 0.75, eval_batch_size: int = 10000,
                  cuda_graph: bool = False, describe: dict | None = None, progress="auto",
-                 checkpoint=None, meta: dict | None = None):
+                 checkpoint=None, meta: dict | None = None,
+                 adversarial=None, alignment=None, features=None, eval_train: bool = False):
         self.model, self.optimizer, self.data, self.loss = model, optimizer, data, loss
         self.batch_size, self.max_epochs, self.eval_batch_size = batch_size, max_epochs, eval_batch_size
         self.stop_train_error, self.ema_decay = stop_train_error, ema_decay
@@ -74,11 +78,18 @@ class Trainer:
         self.checkpoint, self.meta = (Path(checkpoint) if checkpoint else None), dict(meta or {})
         self.finished: dict[int, dict] = {}  # seed → summary of the replicas that have stopped
         self.stop = StopFlag()                # raised by a signal while fit() runs
+        # Issue 6, all off (None/False) by default and then free: FGSM on every training batch
+        # (dfa_cli.adversarial), alignment angles every N steps (dfa_cli.diagnostics), hidden features
+        # at the end (dfa_cli.features), a clean pass over the training set after each epoch.
+        self.adversarial, self.alignment, self.features = adversarial, alignment, features
+        self.eval_train, self.extra = eval_train, {}
 
     # ---- one step -----------------------------------------------------------------------------
     def _train_step(self, idx: torch.Tensor) -> None:
         """One update of every replica on its batch ``idx`` (``(R, B)`` indices into the train set)."""
         x, y = self.data.x_train[idx], self.data.y_train[idx]
+        if self.adversarial is not None:  # FGSM by true BP; the step then sees the perturbed batch only
+            x = self.adversarial(self.model, x, y)
         logits = self.model(x)
         losses = per_replica_loss(logits, y, self.loss)
         self.optimizer.zero_grad(set_to_none=True)
@@ -89,6 +100,8 @@ class Trainer:
             self.acc += torch.stack([losses.detach() * idx.shape[1], wrong], dim=1)
 
     def _step(self, idx: torch.Tensor) -> None:
+        if self.alignment is not None:  # eager, before the update, never inside the CUDA graph
+            self.alignment.on_step(self.model, self.data, idx)
         if not self.use_graph:
             return self._train_step(idx)
         if self.graph is None and self.warmup_left > 0:
@@ -178,6 +191,7 @@ class Trainer:
                 train = self._train_epoch(epoch, first_step, (start, t0))
                 first_step, epoch_seconds = 0, 0.0
                 test = self.evaluate(self.data.x_test, self.data.y_test)
+                self.extra = self._epoch_extra()
                 seconds = time.perf_counter() - t0
                 rows, done = [], []
                 for j, rep in enumerate(self.active):
@@ -261,7 +275,20 @@ class Trainer:
         rep.seconds.append(seconds)
         return {"epoch": epoch, "train_loss": train_loss, "train_error": train_error,
                 "train_error_ema": rep.ema, "test_loss": test_loss, "test_error": test_error,
-                "lr": float(self.optimizer.param_groups[0]["lr"]), "seconds": seconds, "elapsed": elapsed}
+                "lr": float(self.optimizer.param_groups[0]["lr"]), "seconds": seconds, "elapsed": elapsed,
+                **self.extra.get(rep.seed, {})}
+
+    def _epoch_extra(self) -> dict:
+        """Per seed, this epoch's clean training-set pass and alignment angles (when switched on)."""
+        extra = {rep.seed: {} for rep in self.active}
+        if self.eval_train:  # dropout off, every training example: not the paper's online measure
+            clean = self.evaluate(self.data.x_train, self.data.y_train) / len(self.data.x_train)
+            for rep, (loss, wrong) in zip(self.active, clean.tolist()):
+                extra[rep.seed].update(train_loss_eval=loss, train_error_eval=100 * wrong)
+        if self.alignment is not None:
+            for rep, angles in zip(self.active, self.alignment.collect(len(self.active))):
+                extra[rep.seed]["alignment"] = angles
+        return extra
 
     def _stop_reason(self, rep: Replica, row: dict) -> str | None:
         if not _finite(row["train_loss"], row["test_loss"]):
@@ -279,7 +306,11 @@ class Trainer:
                    "train_error_ema": rep.ema, "wall_seconds": wall,
                    "seconds_per_epoch": sum(rep.seconds) / len(rep.seconds),
                    "stacked_seeds": self.stacked,
+                   **{k: row[k] for k in ("train_error_eval", "train_loss_eval") if k in row},
                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if self.features is not None:  # this replica's final network, before it is sliced away
+            j = next(j for j, r in enumerate(self.active) if r is rep)
+            summary["features"] = self.features(self.model, self.data, j, rep.record.directory).name
         rep.record.write_summary(summary)
         return summary
 

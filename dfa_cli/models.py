@@ -100,8 +100,12 @@ class FCNet(nn.Module):
             return LinearFA.apply(h, w, b, getattr(self, f"fa_feedback{i}"))
         return torch.baddbmm(b, h, w)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(R, batch, n_in)``, or ``(batch, n_in)`` shared by all replicas → logits ``(R, batch, n_out)``."""
+    def forward(self, x: torch.Tensor, pre_activations: list | None = None) -> torch.Tensor:
+        """``x``: ``(R, batch, n_in)``, or ``(batch, n_in)`` shared by all replicas → logits ``(R, batch, n_out)``.
+
+        ``pre_activations``: a list that receives each hidden layer's ``a_i`` (``(R, batch, n_i)``, in
+        the graph) — for diagnostics (:mod:`dfa_cli.diagnostics`, :mod:`dfa_cli.features`).
+        """
         if x.dim() == 2:
             x = x.expand(self.replicas, *x.shape)
         train, cut = self.training, self.method in ("dfa", "ifa") and self.training
@@ -109,7 +113,10 @@ class FCNet(nn.Module):
         h = x * dropout_mask(x, self.dropout_input) if train and self.dropout_input > 0 else x
         taps, derivs, n_hidden = [], [], len(self.weights) - 1
         for i in range(n_hidden):
-            h = f(self._linear(i, h.detach() if cut else h))
+            a = self._linear(i, h.detach() if cut else h)
+            if pre_activations is not None:
+                pre_activations.append(a)
+            h = f(a)
             needs_deriv = self.method == "ifa" and train and i < n_hidden - 1   # IFA carries δa upward
             deriv = activation_derivative(self.activation, h) if needs_deriv else None
             if train and self.dropout_hidden > 0:

@@ -49,6 +49,7 @@ PROTOCOL = {"optimizer": ("optim", "rmsprop"), "loss": ("loss", "bce"), "batch_s
 PROTOCOL_LR = {("cifar10", "conv"): 5e-5, ("cifar100", "conv"): 2.5e-5}
 DEFAULT_LR = 1e-4
 PAPER_DROPOUT = {"dropout": (0.1, 0.5)}  # input, hidden; every other variant has none
+PAPER_ADVERSARIAL = {"eps": 0.08, "clip": False}  # FGSM of the "+ adversarial" row (DESIGN §2)
 FULL_TEST_SET = {"mnist": 10_000, "cifar10": 10_000, "cifar100": 10_000}
 
 ROW_KEY = ["data", "model", "activation", "variant"]
@@ -165,10 +166,18 @@ def departures(summary: dict, config: dict) -> tuple[list[str], list[str]]:
     stop = _get(config, "trainer.stop_train_error")
     if _finite(stop) and not math.isclose(stop, PROTOCOL_STOP):
         changes.append(f"trainer.stop_train_error={stop:g}")
-    for key, expected in zip(("input", "hidden"), PAPER_DROPOUT.get(s.get("variant"), (0.0, 0.0))):
+    parts = str(s.get("variant") or "none").split("+")  # e.g. dropout+adversarial
+    rates = PAPER_DROPOUT["dropout"] if "dropout" in parts else (0.0, 0.0)
+    for key, expected in zip(("input", "hidden"), rates):
         rate = _get(config, f"dropout.{key}")
         if _finite(rate) and not math.isclose(rate, expected, abs_tol=1e-9):
             changes.append(f"dropout.{key}={rate:g}")
+    if "adversarial" in parts:
+        eps = s.get("adversarial_eps", _get(config, "adversarial.eps"))
+        if _finite(eps) and not math.isclose(eps, PAPER_ADVERSARIAL["eps"], rel_tol=1e-9):
+            changes.append(f"adversarial.eps={eps:g}")
+        if s.get("adversarial_clip", _get(config, "adversarial.clip")) is True:
+            changes.append("adversarial.clip=true")
     implied, hidden = _implied_hidden(s["model"]), s.get("hidden")
     if implied and isinstance(hidden, list) and hidden != implied:
         changes.append(f"model.hidden=[{','.join(map(str, hidden))}]")
@@ -424,6 +433,11 @@ def paper_view(data: str, cells: pd.DataFrame, metric: str, digits: int) -> View
     notes = [_legend(metric),
              f"Paper: {cells['source'].iloc[0]} ({provenance}). Δ = ours − paper; {FLAG} when "
              f"|Δ| > 2 × max(paper std, our std, {FLAG_FLOOR})."]
+    if ((cells["variant"].str.contains("adversarial")) & (cells["n"] > 0)).any():
+        notes.append("Adversarial row: the training error in parentheses is measured, as in the author's "
+                     "code, on the FGSM-perturbed batches the network trains on (eps 0.08); runs with "
+                     "trainer.eval_train=true also record a clean pass over the training set "
+                     "(train_error_eval in metrics.jsonl and summary.json).")
     shortened = cells[cells["shortened"]]
     for setting, group in shortened.groupby("setting"):
         notes.append(f"{SHORTENED} shortened runs, not the paper's protocol ({setting}; {len(group)} cell(s)): "
@@ -635,7 +649,7 @@ def prepare_out(out: Path) -> Path:
     return out
 
 
-def write_out(report: Report, out: Path) -> list[Path]:
+def write_out(report: Report, out: Path, tsne_points: int = 1000) -> list[Path]:
     """Every table in every format, the whole report in Markdown, and the figures."""
     from .figures import write_figures
     written = []
@@ -648,7 +662,7 @@ def write_out(report: Report, out: Path) -> list[Path]:
             written.append(path)
     (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
     written.append(out / "report.md")
-    return written + write_figures(report, out / "figures")
+    return written + write_figures(report, out / "figures", tsne_points=tsne_points)
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -687,6 +701,16 @@ def _choices(kind: str, valid, aliases=None):
     return parse
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="dfa-report", description=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -697,7 +721,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "of every cell) or latex (booktabs)")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="also write every table in every format (.md .csv .tex .txt), report.md and "
-                        "figures (PNG) to DIR")
+                        "figures (PNG: test-error curves, ours-vs-paper bars, learning curves, alignment "
+                        "angles, the 100-layer depth experiment, t-SNE maps — each where its data exists) "
+                        "to DIR/figures")
     p.add_argument("--table", type=_choices("table", tuple(TABLES), TABLE_ALIASES), action="extend",
                    metavar="DATA", help="only these tables: mnist, cifar10, cifar100 (or 1, 2, 3); "
                    "repeat or separate with commas; a chosen table is shown even without runs")
@@ -709,6 +735,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="decimals in the tables (default 2)")
     p.add_argument("--strict", action="store_true",
                    help="paper tables take protocol runs only; shortened runs go to other runs")
+    p.add_argument("--tsne-points", type=_positive, default=1000, metavar="N",
+                   help="with --out: examples per t-SNE map of runs that saved features.npz "
+                        "(diagnostics.features=true, experiment=tsne); default 1000")
     p.add_argument("--hide-empty", action="store_true",
                    help="leave out paper rows that have no runs of ours")
     return p.parse_args(argv)
@@ -740,7 +769,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"dfa-report: {len(problems)} incomplete or unreadable run(s) are not in the CSV; "
                   f"see them with --format rich or in --out.", file=sys.stderr)
     if out:
-        written = write_out(report, out)
+        written = write_out(report, out, tsne_points=args.tsne_points)
         print(f"dfa-report: wrote {len(written)} files to {out}", file=sys.stderr)
 
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import checkpoint as ckpt
 from .config import resolve_device, resolve_seeds, validate
 from .data import load_dataset
+from .diagnostics import trainer_options
 from .engine import Trainer
 from .errors import UserError
 from .models import build_model, hidden_sizes
@@ -60,8 +61,10 @@ OmegaConf.register_new_resolver("seed_tag", seed_tag, replace=True)
 
 
 def variant(cfg: DictConfig) -> str:
-    """The paper's row variant of a run: ``none`` or ``dropout``."""
-    return "dropout" if cfg.dropout.input > 0 or cfg.dropout.hidden > 0 else "none"
+    """The paper's row variant of a run: ``none``, ``dropout``, ``adversarial`` or ``dropout+adversarial``."""
+    parts = [name for name, on in (("dropout", cfg.dropout.input > 0 or cfg.dropout.hidden > 0),
+                                   ("adversarial", cfg.adversarial.eps > 0)) if on]
+    return "+".join(parts) or "none"
 
 
 def describe(cfg: DictConfig, model, data, device) -> dict:
@@ -76,6 +79,9 @@ def describe(cfg: DictConfig, model, data, device) -> dict:
         "max_epochs": cfg.trainer.max_epochs, "stop_train_error": cfg.trainer.stop_train_error,
         "subset": cfg.data.subset, "test_subset": cfg.data.test_subset,
         "matmul_precision": cfg.trainer.matmul_precision,
+        "adversarial_eps": cfg.adversarial.eps, "adversarial_clip": cfg.adversarial.clip,
+        "eval_train": cfg.trainer.eval_train,
+        "alignment_every": cfg.diagnostics.every if cfg.diagnostics.alignment else None,
         "n_train": len(data.x_train), "n_test": len(data.x_test), **environment(device),
     }
 
@@ -125,7 +131,8 @@ def train(cfg: DictConfig, run_dir, resume: bool | None = None, job_num: int | N
                       stop_train_error=t.stop_train_error, ema_decay=t.ema_decay,
                       eval_batch_size=t.eval_batch_size, cuda_graph=use_graph,
                       describe=describe(cfg, model, data, device), progress=t.progress,
-                      checkpoint=run_dir / ckpt.CHECKPOINT, meta={"config": config})
+                      checkpoint=run_dir / ckpt.CHECKPOINT, meta={"config": config},
+                      **trainer_options(cfg))
     if plan.action == "resume":
         log.info(f"resuming {run_dir} at epoch {plan.state['epoch']}"
                  + (f" step {plan.state['step']}" if plan.state["step"] else ""))

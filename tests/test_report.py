@@ -37,8 +37,9 @@ PROTOCOL_SUMMARY = {
 
 def hydra_config(summary: dict, init: str = "paper") -> dict:
     """The parts of .hydra/config.yaml the report reads, consistent with ``summary``."""
-    dropout = (0.1, 0.5) if summary.get("variant") == "dropout" else (0.0, 0.0)
-    return {"data": {"name": summary["data"], "subset": summary.get("subset")},
+    dropout = (0.1, 0.5) if "dropout" in summary.get("variant", "none").split("+") else (0.0, 0.0)
+    adversarial = {"eps": summary.get("adversarial_eps", 0.0), "clip": summary.get("adversarial_clip", False)}
+    return {"adversarial": adversarial, "data": {"name": summary["data"], "subset": summary.get("subset")},
             "model": {"name": summary["model"], "activation": summary.get("activation")},
             "method": {"name": summary["method"]}, "init": {"name": init},
             "dropout": {"name": summary.get("dropout", "none"), "input": dropout[0], "hidden": dropout[1]},
@@ -384,11 +385,11 @@ def compose(*overrides):
 
 
 def row_key(cfg) -> tuple:
-    variant = "dropout" if cfg.dropout.input > 0 or cfg.dropout.hidden > 0 else "none"
-    return cfg.data.name, cfg.model.name, cfg.model.activation, variant
+    from dfa_cli.run import variant
+    return cfg.data.name, cfg.model.name, cfg.model.activation, variant(cfg)
 
 
-PRESETS = {"table1_mnist": ("table1", "mnist", 9), "table2_cifar10": ("table2", "cifar10", 3),
+PRESETS = {"table1_mnist": ("table1", "mnist", 10), "table2_cifar10": ("table2", "cifar10", 3),
            "table3_cifar100": ("table3", "cifar100", 3)}
 
 
@@ -410,8 +411,8 @@ def test_table_presets_sweep_every_row_and_method_with_five_stacked_seeds(preset
         assert cfg.optim.name == "rmsprop" and cfg.optim.lr == 1e-4 and cfg.trainer.max_epochs == 300
         assert row_key(cfg) in paper_rows
         swept.add(row_key(cfg))
-    missing = {r for r in paper_rows if r[0] == data} - swept
-    assert {r[3] if r[1] != "conv" else "conv" for r in missing} <= {"adversarial", "conv"}
+    missing = {r for r in paper_rows if r[0] == data} - swept  # every MLP row is swept, adversarial included
+    assert {r[3] if r[1] != "conv" else "conv" for r in missing} <= {"conv"}
 
 
 def test_row_preset_sets_its_row_and_runs_on_its_own():
@@ -467,7 +468,7 @@ def test_end_to_end_tiny_multirun_then_report(tmp_path):
 
 @pytest.mark.slow
 def test_table1_preset_real_sweep_fills_every_swept_row(tmp_path):
-    """27 tiny jobs: each gets its row's settings and the stacked seeds; the report fills the table."""
+    """30 tiny jobs: each gets its row's settings and the stacked seeds; the report fills the table."""
     write_fake_mnist(tmp_path / "data")
     results = tmp_path / "results"
     train = subprocess.run(
@@ -476,8 +477,8 @@ def test_table1_preset_real_sweep_fills_every_swept_row(tmp_path):
          f"data.root={tmp_path / 'data'}", "device=cpu", "trainer.progress=false"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr[-2000:]
-    assert len(list(results.rglob("summary.json"))) == 9 * 3 * 2
+    assert len(list(results.rglob("summary.json"))) == 10 * 3 * 2
     cells = pd.read_csv(io.StringIO(run_cli(results, "--format", "csv").stdout))
     filled = cells[cells["n"] > 0]
-    assert len(filled) == 27 and (filled["n"] == 2).all() and set(filled["table"]) == {"table1_mnist"}
-    assert set(cells.loc[cells["n"] == 0, "row"]) == {"2x800 tanh + adversarial"}
+    assert len(filled) == 30 and (filled["n"] == 2).all() and set(filled["table"]) == {"table1_mnist"}
+    assert (cells["n"] > 0).all()
