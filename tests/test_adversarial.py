@@ -151,7 +151,7 @@ def test_an_adversarial_epoch_reads_the_device_once(fake_mnist, tmp_path, monkey
             reads.append(_name)
             return _original(self, *a, **kw)
         monkeypatch.setattr(torch.Tensor, name, counted)
-    trainer._train_epoch()     # four steps, each with its FGSM pass: no host synchronisation
+    trainer._train_epoch(1)     # four steps, each with its FGSM pass: no host synchronisation
     assert reads == ["cpu"], reads
 
 

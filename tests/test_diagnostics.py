@@ -188,7 +188,7 @@ def test_no_host_sync_in_the_epoch_and_no_extra_forward_when_off(fake_mnist, tmp
     calls = []
     monkeypatch.setattr(trainer.model, "forward", lambda *a, **kw: calls.append(1) or forward(*a, **kw))
     reads = count_host_reads(monkeypatch)
-    trainer._train_epoch()     # 256 examples, batch 64: four steps
+    trainer._train_epoch(1)     # 256 examples, batch 64: four steps
     assert reads == ["cpu"], reads
     assert len(calls) == (4 * 3 if on else 4)   # on: the rule's and BP's pass before each step
 
