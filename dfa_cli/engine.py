@@ -50,6 +50,12 @@ class Replica:
     seconds: list = field(default_factory=list)
 
 
+def per_example(sums: torch.Tensor, n: int) -> torch.Tensor:
+    """``(R, 2)`` sums of loss and of wrong answers → mean loss and error in percent (100·wrong/n,
+    multiplied first, so 486 of 10000 prints as 4.86)."""
+    return torch.stack([sums[:, 0] / n, sums[:, 1] * 100 / n], dim=1)
+
+
 def _finite(*values) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
@@ -150,14 +156,14 @@ class Trainer:
             self._train_step(order[:, n_full * b:])
             if self.stop.signum is not None:
                 self._interrupt(epoch, n_full + 1, drawn_from, timing)
-        return self.acc.double().cpu()  # the epoch's one synchronisation
+        return per_example(self.acc.double().cpu(), len(self.data.x_train))  # the epoch's one sync
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Σ loss and Σ wrong per replica on ``(x, y)`` (dropout off) → ``(R, 2)`` on the host."""
+        """Mean loss and error % per replica on ``(x, y)`` (dropout off) → ``(R, 2)`` on the host."""
         self.model.eval()
         acc = torch.zeros(len(self.active), 2, device=self.device, dtype=torch.float64)
-        chunk = max(256, self.eval_batch_size // len(self.active))   # activations grow with R
+        chunk = max(256, self.eval_batch_size // max(1, len(self.active)))   # activations grow with R
         for s in range(0, len(x), chunk):
             xb, yb = x[s:s + chunk], y[s:s + chunk]
             logits = self.model(xb)
@@ -166,7 +172,7 @@ class Trainer:
             wrong = (logits.argmax(-1) != targets).sum(-1)
             acc += torch.stack([losses.double(), wrong.double()], dim=1)
         self.model.train()
-        return acc.cpu()
+        return per_example(acc.cpu(), len(x))
 
     # ---- the run ------------------------------------------------------------------------------
     def fit(self, resume: dict | None = None) -> list[dict]:
@@ -180,7 +186,6 @@ class Trainer:
         if resume is not None:
             first_epoch, first_step, elapsed, epoch_seconds = self._restore(resume)
         start = time.perf_counter() - elapsed
-        n_train, n_test = len(self.data.x_train), len(self.data.x_test)
         title = f"{self.describe.get('method', '')} {self.describe.get('model', '')}".strip()
         with Progress(self.max_epochs, title or "training", self.progress) as progress, \
                 stop_on_signals() as self.stop:
@@ -195,7 +200,7 @@ class Trainer:
                 seconds = time.perf_counter() - t0
                 rows, done = [], []
                 for j, rep in enumerate(self.active):
-                    row = self._epoch_row(rep, epoch, train[j] / n_train, test[j] / n_test, seconds,
+                    row = self._epoch_row(rep, epoch, train[j], test[j], seconds,
                                           time.perf_counter() - start)
                     rep.record.log_epoch(row)
                     rows.append(row)
@@ -265,8 +270,7 @@ class Trainer:
         return state["epoch"], state["step"], state["elapsed"], state["epoch_seconds"]
 
     def _epoch_row(self, rep: Replica, epoch: int, train, test, seconds: float, elapsed: float) -> dict:
-        train_loss, train_error = float(train[0]), 100 * float(train[1])
-        test_loss, test_error = float(test[0]), 100 * float(test[1])
+        (train_loss, train_error), (test_loss, test_error) = train.tolist(), test.tolist()
         if _finite(train_error):
             d = self.ema_decay
             rep.ema = train_error if rep.ema is None else d * rep.ema + (1 - d) * train_error
@@ -282,9 +286,9 @@ class Trainer:
         """Per seed, this epoch's clean training-set pass and alignment angles (when switched on)."""
         extra = {rep.seed: {} for rep in self.active}
         if self.eval_train:  # dropout off, every training example: not the paper's online measure
-            clean = self.evaluate(self.data.x_train, self.data.y_train) / len(self.data.x_train)
-            for rep, (loss, wrong) in zip(self.active, clean.tolist()):
-                extra[rep.seed].update(train_loss_eval=loss, train_error_eval=100 * wrong)
+            clean = self.evaluate(self.data.x_train, self.data.y_train)
+            for rep, (loss, error) in zip(self.active, clean.tolist()):
+                extra[rep.seed].update(train_loss_eval=loss, train_error_eval=error)
         if self.alignment is not None:
             for rep, angles in zip(self.active, self.alignment.collect(len(self.active))):
                 extra[rep.seed]["alignment"] = angles
