@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from .config import resolve_device, resolve_seeds, validate
-from .data import load_dataset
+from .data import load_dataset, preprocess
 from .engine import Trainer
 from .errors import UserError
 from .models import build_model, hidden_sizes
@@ -33,14 +34,16 @@ OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=T
 
 def variant(cfg: DictConfig) -> str:
     """The paper's row variant of a run: ``none`` or ``dropout``."""
-    return "dropout" if cfg.dropout.input > 0 or cfg.dropout.hidden > 0 else "none"
+    conv_rates = list(cfg.dropout.get("conv") or [])
+    return "dropout" if max([cfg.dropout.input, cfg.dropout.hidden, *conv_rates]) > 0 else "none"
 
 
 def describe(cfg: DictConfig, model, data, device) -> dict:
     """What a run is: the fields ``dfa-report`` groups and filters by, and where it ran."""
     return {
         "method": cfg.method.name, "model": cfg.model.name, "activation": cfg.model.activation,
-        "data": cfg.data.name, "dropout": cfg.dropout.name, "variant": variant(cfg),
+        "data": cfg.data.name, "preprocess": data.preprocess, "dropout": cfg.dropout.name,
+        "variant": variant(cfg),
         "hidden": hidden_sizes(cfg.model), "loss": cfg.loss.name, "init": model.init,
         "optimizer": cfg.optim.name, "lr": cfg.optim.lr, "batch_size": cfg.trainer.batch_size,
         "max_epochs": cfg.trainer.max_epochs, "subset": cfg.data.subset,
@@ -58,6 +61,9 @@ def train(cfg: DictConfig, run_dir) -> list[dict]:
     use_graph = device.type == "cuda" and cfg.trainer.cuda_graph != "off"
     d = cfg.data
     data = load_dataset(d.name, d.root, d.download, d.subset, d.test_subset).to(device)
+    data = preprocess(data, d.get("preprocess", "none"), d.get("zca_eps", 1e-5), d.get("cache_dir"))
+    if device.type == "cuda" and cfg.model.get("kind") == "conv":
+        torch.backends.cudnn.benchmark = True   # fixed shapes every step: let cuDNN pick its fastest kernels
     model = build_model(cfg, data.input_shape, data.n_classes, seeds).to(device)
     optimizer = build_optimizer(model.parameters(), cfg.optim, capturable=use_graph)
     records = [RunRecord(p) for p in replica_dirs(run_dir, seeds)]
