@@ -10,12 +10,14 @@ import numbers
 import torch
 from omegaconf import DictConfig, ListConfig
 
+from .data import INPUT_SHAPES, PREPROCESS
 from .errors import UserError
 from .losses import LOSSES
-from .models import ACTIVATIONS, METHODS
+from .models import ACTIVATIONS, IFA_ON_CONV, METHODS, STACKING, conv_map_shapes
 from .optim import OPTIMIZERS
 
 INITS = ("paper", "uniform", "zero")
+MODEL_KINDS = ("fc", "conv")
 
 
 def _is_int(v) -> bool:
@@ -49,12 +51,46 @@ def _number(key: str, value, low: float, high: float | None = None, low_open: bo
         raise UserError(f"{key} must be a number in {lo}{low}, {hi}, got {value!r}.")
 
 
+def _int_list(key: str, value, allow_empty: bool = False) -> None:
+    if (not isinstance(value, ListConfig) or (not value and not allow_empty)
+            or not all(_is_int(n) and n > 0 for n in value)):
+        what = "a list" if allow_empty else "a non-empty list"
+        raise UserError(f"{key} must be {what} of positive integers, got {value!r}.")
+
+
+def _validate_conv(cfg: DictConfig) -> None:
+    """The conv net: its shape parameters, its rules, its dropout rates, and that it fits the data."""
+    m = cfg.model
+    if cfg.method.name == "ifa":
+        raise UserError(IFA_ON_CONV)
+    _choice("model.stack", m.get("stack", "loop"), STACKING)
+    _int_list("model.channels", m.get("channels"))
+    _int_list("model.fc", m.get("fc"), allow_empty=True)
+    for key in ("kernel", "pool", "pool_stride"):
+        _positive_int(f"model.{key}", m.get(key))
+    if not _is_int(m.get("padding")) or m.padding < 0:
+        raise UserError(f"model.padding must be a non-negative integer, got {m.get('padding')!r}.")
+    rates = cfg.dropout.get("conv")
+    if rates is not None:
+        if not isinstance(rates, ListConfig) or len(rates) != len(m.channels):
+            raise UserError(f"dropout.conv must be null or a list of one rate per conv layer "
+                            f"({len(m.channels)} for model.channels={list(m.channels)}), got {rates!r}.")
+        for i, rate in enumerate(rates):
+            _number(f"dropout.conv[{i}]", rate, 0, 1, high_open=True)
+    if cfg.data.name in INPUT_SHAPES:
+        conv_map_shapes(INPUT_SHAPES[cfg.data.name], m.channels, m.kernel, m.padding, m.pool, m.pool_stride)
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`UserError` for the first setting that cannot run."""
     _choice("method.name", cfg.method.name, METHODS)
     _choice("model.activation", cfg.model.activation, tuple(ACTIVATIONS))
+    kind = cfg.model.get("kind", "fc")
+    _choice("model.kind", kind, MODEL_KINDS)
     hidden = cfg.model.get("hidden")
-    if hidden is None:
+    if kind == "conv":
+        _validate_conv(cfg)
+    elif hidden is None:
         _positive_int("model.width", cfg.model.get("width"))
         _positive_int("model.depth", cfg.model.get("depth"))
     elif not isinstance(hidden, ListConfig) or not hidden or not all(_is_int(n) and n > 0 for n in hidden):
@@ -78,6 +114,8 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"trainer.progress must be auto, true or false, got {t.progress!r}.")
     _positive_int("data.subset", cfg.data.subset, allow_none=True)
     _positive_int("data.test_subset", cfg.data.test_subset, allow_none=True)
+    _choice("data.preprocess", cfg.data.get("preprocess", "none"), PREPROCESS)
+    _number("data.zca_eps", cfg.data.get("zca_eps", 1e-5), 0, low_open=True)
     _boolean("data.download", cfg.data.download)
     _boolean("resume", cfg.get("resume", False), "true, false or resume=<run dir> on the command line")
     _optimizer_settings(cfg.optim)

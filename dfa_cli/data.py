@@ -3,12 +3,19 @@
 Files are read directly (idx for MNIST, pickles for CIFAR) so that a copy without CIFAR's
 ``filenames`` entry loads and a truncated file is reported in one sentence; torchvision is used
 only to download a missing set, and only when ``data.download`` allows it.
+
+Preprocessing (:func:`preprocess`): ``none`` keeps pixels in [0, 1]; ``zca`` whitens train and
+test inputs with the training set's ZCA statistics (the paper's conv rows), computed once in
+float64 and cached in a cache folder (never in the data root, which may be read-only).
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
+import logging
 import os
 import pickle
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +25,12 @@ import torch
 from .errors import UserError
 
 ENV_VAR = "DFA_DATA_DIR"
+CACHE_ENV_VAR = "DFA_CACHE_DIR"
+PREPROCESS = ("none", "zca")
+ZCA_PIXEL_SCALE = 255.0   # zca_eps is in 0..255 pixel units, as in the author's whitening of byte-valued data
+ZCA_VERSION = 1           # bump when the statistics' definition changes: old cache files are then ignored
+
+log = logging.getLogger(__name__)
 
 # name → (folder under the root, train files, test files, label key, classes, torchvision class)
 LAYOUTS = {
@@ -27,11 +40,16 @@ LAYOUTS = {
                 "labels", 10, "CIFAR10"),
     "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100, "CIFAR100"),
 }
+# What each data set's inputs are (C, H, W), known before loading (config validation).
+INPUT_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
 
 
 @dataclass
 class Dataset:
-    """Flattened inputs in [0, 1] (``x``: ``(N, C·H·W)`` float32) and int64 labels, on one device."""
+    """Flattened inputs (``x``: ``(N, C·H·W)`` float32) and int64 labels, on one device.
+
+    Inputs are in [0, 1] (``preprocess == "none"``) or ZCA-whitened (``"zca"``).
+    """
     name: str
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -40,6 +58,7 @@ class Dataset:
     input_shape: tuple[int, int, int]
     n_classes: int
     root: str
+    preprocess: str = "none"
 
     def to(self, device) -> "Dataset":
         move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
@@ -140,3 +159,123 @@ def load_dataset(name: str, root=None, download: bool = True, subset=None,
 
     return Dataset(name, to_unit(x_train), torch.from_numpy(y_train), to_unit(x_test),
                    torch.from_numpy(y_test), tuple(x_train.shape[1:]), n_classes, str(root_path))
+
+
+# ---- preprocessing ----------------------------------------------------------------------------
+def resolve_cache_dir(cache_dir=None) -> Path:
+    """``data.cache_dir``, else ``$DFA_CACHE_DIR``, else ``$XDG_CACHE_HOME/dfa-cli`` (``~/.cache/dfa-cli``)."""
+    if cache_dir:
+        return Path(str(cache_dir)).expanduser()
+    if os.environ.get(CACHE_ENV_VAR):
+        return Path(os.environ[CACHE_ENV_VAR]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "dfa-cli"
+
+
+def zca_statistics(x: torch.Tensor, eps: float = 1e-5, via_gram: bool | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """ZCA whitening of ``x`` (``(N, D)``, pixels in [0, 1]): ``mean`` ``(D,)`` and ``P`` ``(D, D)``.
+
+    Whitened data is ``(x − mean) @ P``. In float64: covariance ``C = X̄ᵀX̄ / (N − 1)`` of the
+    pixels in 0..255 units, ``C = U diag(λ) Uᵀ``, ``P = U diag(1/√(λ + eps)) Uᵀ`` rescaled to act
+    on [0, 1] inputs — exactly unsup.zca_whiten as the author's code applied it to byte-valued
+    CIFAR (so ``eps`` = 1e-5 barely touches any direction; on [0, 1] units it would damp the
+    smallest ones). Returned in float32, the precision the data is trained in.
+
+    With fewer examples than dimensions (``via_gram``, default: when N − 1 < D) the same ``P`` comes
+    from the N×N Gram matrix: the covariance's nonzero eigenpairs are the Gram's, and the
+    directions no example spans (λ = 0) get 1/√eps. Far faster for small subsets.
+    """
+    if len(x) < 2:
+        raise UserError(f"ZCA whitening needs at least 2 training examples, got {len(x)}; "
+                        f"use a larger data.subset or data.preprocess=none.")
+    X = x.detach().cpu().numpy().astype(np.float64) * ZCA_PIXEL_SCALE
+    n, d = X.shape
+    mean = X.mean(axis=0)
+    X -= mean
+    if via_gram is None:
+        via_gram = n - 1 < d
+    if via_gram:
+        lam, V = np.linalg.eigh(X @ X.T / (n - 1))
+        keep = lam > max(lam.max(), 0) * 1e-12
+        lam, V = lam[keep], V[:, keep]
+        U = (X.T @ V) / np.sqrt(lam * (n - 1))      # the covariance's eigenvectors, λ > 0
+        P = (U * (1 / np.sqrt(lam + eps) - 1 / np.sqrt(eps))) @ U.T
+        P[np.diag_indices(d)] += 1 / np.sqrt(eps)
+    else:
+        cov = X.T @ X                      # numpy computes XᵀX as a symmetric rank-k update
+        cov /= n - 1
+        lam, U = np.linalg.eigh(cov)
+        lam = np.clip(lam, 0, None)        # round-off makes a few tiny ones negative
+        P = (U / np.sqrt(lam + eps)) @ U.T
+    P *= ZCA_PIXEL_SCALE
+    return torch.from_numpy(mean / ZCA_PIXEL_SCALE).float(), torch.from_numpy(P).float()
+
+
+def _fingerprint(x: torch.Tensor, eps: float) -> str:
+    """Identifies the exact training set (content, not only its size) and the whitening settings."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(f"zca-v{ZCA_VERSION} eps={eps!r} shape={tuple(x.shape)} ".encode())
+    h.update(memoryview(x.detach().cpu().contiguous().numpy()).cast("B"))
+    return h.hexdigest()
+
+
+def cached_zca(name: str, x_train: torch.Tensor, eps: float, cache_dir=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`zca_statistics` of ``x_train``, from the cache when an earlier run computed them.
+
+    Cache files are keyed by data set, training-set size and a fingerprint of its content and of
+    ``eps``; they are written atomically (temporary file, then rename). An unreadable cache file is
+    recomputed; an unwritable cache folder only costs the recomputation next time.
+    """
+    folder = resolve_cache_dir(cache_dir)
+    path = folder / f"zca-{name}-n{len(x_train)}-{_fingerprint(x_train, eps)}.pt"
+    if path.is_file():
+        try:
+            stats = torch.load(path, map_location="cpu", weights_only=True)
+            log.info(f"ZCA whitening statistics from the cache {path}")
+            return stats["mean"], stats["matrix"]
+        except Exception as err:  # a damaged file is only a cache miss
+            log.warning(f"ignoring the unreadable ZCA cache file {path} ({type(err).__name__}); recomputing it.")
+    if len(x_train) <= x_train.shape[1]:
+        log.warning(f"ZCA whitening from {len(x_train)} examples of {x_train.shape[1]} dimensions is "
+                    f"rank-deficient: directions unseen in training are scaled by up to 1/√zca_eps.")
+    start = time.perf_counter()
+    mean, matrix = zca_statistics(x_train, eps)
+    log.info(f"ZCA whitening statistics of {name} ({len(x_train)} examples) computed in "
+             f"{time.perf_counter() - start:.1f} s")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save({"mean": mean, "matrix": matrix, "name": name, "n": len(x_train), "eps": eps}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        log.info(f"ZCA whitening statistics cached in {path}")
+    except OSError as err:
+        log.warning(f"could not cache the ZCA statistics in {folder} ({err.strerror or err}); "
+                    f"set data.cache_dir=… or ${CACHE_ENV_VAR} to a writable folder.")
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return mean, matrix
+
+
+def whiten(x: torch.Tensor, mean: torch.Tensor, matrix: torch.Tensor, rows: int = 8192) -> torch.Tensor:
+    """``(x − mean) @ P`` on ``x``'s device, in blocks of ``rows`` to bound the extra memory."""
+    mean, matrix = mean.to(x.device, x.dtype), matrix.to(x.device, x.dtype)
+    out = torch.empty_like(x)
+    for s in range(0, len(x), rows):
+        torch.mm(x[s:s + rows] - mean, matrix, out=out[s:s + rows])
+    return out
+
+
+def preprocess(data: Dataset, kind: str = "none", eps: float = 1e-5, cache_dir=None) -> Dataset:
+    """``none``: unchanged; ``zca``: train and test whitened with the training set's statistics."""
+    if kind not in PREPROCESS:
+        raise UserError(f"data.preprocess={kind!r} is not supported; choose one of: {', '.join(PREPROCESS)}.")
+    if kind == "none":
+        return data
+    mean, matrix = cached_zca(data.name, data.x_train, eps, cache_dir)
+    return Dataset(**{**data.__dict__, "x_train": whiten(data.x_train, mean, matrix),
+                      "x_test": whiten(data.x_test, mean, matrix), "preprocess": "zca"})

@@ -5,7 +5,8 @@ Every tensor carries a leading replica axis R: R independent networks trained si
 ``(R, n_in, n_out)``, so ``W`` here is the paper's ``Wᵀ``.
 
 - BP needs nothing from this module: it is plain autograd through the forward pass.
-- FA:  :class:`LinearFA` sends ``δa @ Bᵀ`` to the layer below instead of ``δa @ Wᵀ``.
+- FA:  :class:`LinearFA` sends ``δa @ Bᵀ`` to the layer below instead of ``δa @ Wᵀ``;
+  :class:`Conv2dFA` does the same for a convolution (transposed convolution with fixed kernels B).
 - DFA: :class:`DirectFeedback` sits on the output logits; its backward turns the output error
   ``e`` into every hidden layer's signal with one matmul ``e @ [B_1 | … | B_L]``.
 - IFA: :class:`IndirectFeedback` sends ``e @ B_1`` to the first hidden layer and carries the
@@ -60,6 +61,35 @@ class LinearFA(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_b = grad_a.sum(1, keepdim=True)
         return grad_h, grad_w, grad_b, None
+
+
+class Conv2dFA(torch.autograd.Function):
+    """``a = conv2d(h, W, b)`` whose backward sends the transposed convolution of ``δa`` with the
+    fixed kernels ``B`` (shaped like ``W``) down, instead of the one with ``W``.
+
+    ``groups`` stacks independent replicas (grouped convolution, see :mod:`dfa_cli.models`).
+    One ``convolution_backward`` call with ``B`` in the weight slot gives all three gradients:
+    the input gradient uses ``B``; the weight and bias gradients never read the weight's values.
+    Gradients autograd does not need (``ctx.needs_input_grad``) are not computed.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, feedback, padding: int, groups: int):
+        ctx.save_for_backward(h, feedback)
+        ctx.padding, ctx.groups = padding, groups
+        return torch.nn.functional.conv2d(h, weight, bias, padding=padding, groups=groups)
+
+    @staticmethod
+    def backward(ctx, grad_a):
+        h, feedback = ctx.saved_tensors
+        mask = list(ctx.needs_input_grad[:3])
+        if not any(mask):
+            return None, None, None, None, None, None
+        p = ctx.padding
+        grad_h, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_a, h, feedback, [feedback.shape[0]], [1, 1], [p, p], [1, 1], False, [0, 0],
+            ctx.groups, mask)
+        return grad_h, grad_w, grad_b, None, None, None
 
 
 class DirectFeedback(torch.autograd.Function):

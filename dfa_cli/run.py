@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint as ckpt
 from .config import resolve_device, resolve_seeds, validate
-from .data import load_dataset
+from .data import load_dataset, preprocess
 from .diagnostics import trainer_options
 from .engine import Trainer
 from .errors import UserError
@@ -62,8 +62,8 @@ OmegaConf.register_new_resolver("seed_tag", seed_tag, replace=True)
 
 def variant(cfg: DictConfig) -> str:
     """The paper's row variant of a run: ``none``, ``dropout``, ``adversarial`` or ``dropout+adversarial``."""
-    parts = [name for name, on in (("dropout", cfg.dropout.input > 0 or cfg.dropout.hidden > 0),
-                                   ("adversarial", cfg.adversarial.eps > 0)) if on]
+    dropout = max([cfg.dropout.input, cfg.dropout.hidden, *(cfg.dropout.get("conv") or [])]) > 0
+    parts = [name for name, on in (("dropout", dropout), ("adversarial", cfg.adversarial.eps > 0)) if on]
     return "+".join(parts) or "none"
 
 
@@ -71,8 +71,10 @@ def describe(cfg: DictConfig, model, data, device) -> dict:
     """What a run is: the fields ``dfa-report`` groups and filters by, and where it ran."""
     return {
         "method": cfg.method.name, "model": cfg.model.name, "activation": cfg.model.activation,
-        "data": cfg.data.name, "dropout": cfg.dropout.name, "variant": variant(cfg),
+        "data": cfg.data.name, "preprocess": data.preprocess, "dropout": cfg.dropout.name,
+        "variant": variant(cfg),
         "dropout_input": cfg.dropout.input, "dropout_hidden": cfg.dropout.hidden,
+        "dropout_conv": list(cfg.dropout.get("conv") or []) or None,
         "hidden": hidden_sizes(cfg.model), "loss": cfg.loss.name,
         "init": model.init, "init_config": cfg.init.name,
         "optimizer": cfg.optim.name, "lr": cfg.optim.lr, "batch_size": cfg.trainer.batch_size,
@@ -122,6 +124,9 @@ def train(cfg: DictConfig, run_dir, resume: bool | None = None, job_num: int | N
     torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
     d = cfg.data
     data = load_dataset(d.name, d.root, d.download, d.subset, d.test_subset).to(device)
+    data = preprocess(data, d.get("preprocess", "none"), d.get("zca_eps", 1e-5), d.get("cache_dir"))
+    if device.type == "cuda" and cfg.model.get("kind") == "conv":
+        torch.backends.cudnn.benchmark = True   # fixed shapes every step: let cuDNN pick its fastest kernels
     model = build_model(cfg, data.input_shape, data.n_classes, seeds).to(device)
     optimizer = build_optimizer(model.parameters(), cfg.optim, capturable=use_graph)
     records = [RunRecord(p) for p in replica_dirs(run_dir, seeds)]

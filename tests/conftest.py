@@ -66,3 +66,39 @@ def run_cli(module: str, *args: str, cwd=None, env=None, timeout: int = 300) -> 
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", f"dfa_cli.{module}", *args], cwd=cwd or REPO,
                           env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def write_fake_cifar10(root: Path, n_train: int = 100, n_test: int = 40, seed: int = 0) -> Path:
+    """A learnable stand-in for CIFAR-10 in torchvision's layout (5 train pickles, 1 test pickle):
+    each class brightens its own horizontal band of rows, on correlated noise."""
+    import pickle
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def images(n):
+        labels = rng.integers(0, 10, n)
+        base = rng.integers(0, 120, (n, 3, 1, 32)) + rng.integers(0, 60, (n, 3, 32, 32))
+        for i, label in enumerate(labels):
+            base[i, :, 3 * label:3 * label + 3, :] += 80
+        return base.clip(0, 255).astype(np.uint8).reshape(n, 3072), [int(v) for v in labels]
+    sizes = [n_train // 5 + (1 if i < n_train % 5 else 0) for i in range(5)]
+    for name, n in [*((f"data_batch_{i + 1}", s) for i, s in enumerate(sizes)), ("test_batch", n_test)]:
+        data, labels = images(n)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels}, f)
+    return root
+
+
+@pytest.fixture
+def fake_cifar10(tmp_path) -> Path:
+    return write_fake_cifar10(tmp_path / "data")
+
+
+@pytest.fixture
+def real_cifar10() -> Path:
+    """The real data root from $DFA_DATA_DIR when it holds CIFAR-10; else the test is skipped."""
+    root = _real_root()
+    if root is None or not (root / "cifar-10-batches-py" / "data_batch_1").is_file():
+        pytest.skip("real CIFAR-10 not available: set DFA_DATA_DIR to a torchvision-layout data root")
+    return root
