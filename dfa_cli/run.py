@@ -358,4 +358,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable module's main, not this __main__ copy: launchers (joblib, submitit) then
+    # pickle the task function by reference, as they do for the dfa-run script.
+    from dfa_cli.run import main as _main
+    _main()

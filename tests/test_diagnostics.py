@@ -250,8 +250,8 @@ def test_everything_is_off_by_default():
     (["diagnostics.alignment=yes please"], "diagnostics.alignment must be true or false"),
     (["trainer.eval_train=2"], "trainer.eval_train must be true or false"),
     (["diagnostics.feature_examples=0"], "diagnostics.feature_examples must be a positive integer"),
-    (["diagnostics.alignment=true", "model.kind=conv"], "diagnostics.alignment=true is implemented for the fully"),
-    (["diagnostics.features=true", "model.kind=conv"], "diagnostics.features=true is implemented for the fully"),
+    (["diagnostics.alignment=true", "model=conv"], "diagnostics.alignment=true is implemented for the fully"),
+    (["diagnostics.features=true", "model=conv"], "diagnostics.features=true is implemented for the fully"),
 ])
 def test_bad_diagnostics_settings_are_one_sentence(overrides, words):
     with pytest.raises(UserError) as err:

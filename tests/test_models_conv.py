@@ -385,7 +385,7 @@ def test_paper_lr_and_preprocess_are_the_conv_rows_defaults():
                                            ("table3/conv_tanh", "cifar100", 2.5e-5)])
 def test_experiment_row_files(row, data, lr):
     for method in ("bp", "fa", "dfa"):
-        cfg = compose_config(f"+experiment={row}", f"method={method}")
+        cfg = compose_config(f"experiment={row}", f"method={method}")
         validate(cfg)
         assert (cfg.model.name, cfg.data.name, cfg.optim.lr, cfg.data.preprocess) == ("conv", data, lr, "zca")
         assert (cfg.loss.name, cfg.dropout.name, cfg.optim.name) == ("bce", "none", "rmsprop")
