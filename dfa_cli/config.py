@@ -6,6 +6,7 @@ here, before any data is loaded or file written, as one sentence.
 from __future__ import annotations
 
 import numbers
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, ListConfig
@@ -15,6 +16,11 @@ from .errors import UserError
 from .losses import LOSSES
 from .models import ACTIVATIONS, IFA_ON_CONV, METHODS, STACKING, conv_map_shapes
 from .optim import OPTIMIZERS
+
+# Configs live in conf/ of a source checkout (the one beside this package wins, so a worktree
+# uses its own); an installed wheel carries them as the package dfa_cli.conf.
+_SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
+CONFIG_PATH = str(_SOURCE_CONF) if (_SOURCE_CONF / "config.yaml").is_file() else "pkg://dfa_cli.conf"
 
 INITS = ("paper", "uniform", "zero")
 MODEL_KINDS = ("fc", "conv")

@@ -19,7 +19,8 @@ from dfa_cli import checkpoint as ckpt
 from dfa_cli.config import resolve_device, validate
 from dfa_cli.errors import UserError
 from dfa_cli.records import METRICS, SUMMARY
-from dfa_cli.run import CONFIG_PATH, hydra_sentence, train
+from dfa_cli.cli import hydra_sentence
+from dfa_cli.run import CONFIG_PATH, train
 
 from conftest import REPO, compose_config, run_cli
 from survive import ENV, one_thread, overrides, records

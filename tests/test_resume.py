@@ -13,7 +13,8 @@ from dfa_cli import checkpoint as ckpt
 from dfa_cli import engine
 from dfa_cli.errors import UserError
 from dfa_cli.records import METRICS, SUMMARY
-from dfa_cli.run import check_resume, expand_resume, train
+from dfa_cli.cli import check_resume, expand_resume
+from dfa_cli.run import train
 from dfa_cli.signals import Interrupted
 
 from conftest import compose_config, run_cli
