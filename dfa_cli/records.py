@@ -175,9 +175,23 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model (``/proc/cpuinfo`` on Linux; ``platform`` elsewhere)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def environment(device: torch.device) -> dict:
     """Where and with what a run ran."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = device_name(device)
     from . import __version__
     return {
         "device": str(device), "device_name": name, "torch_version": torch.__version__,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dfa_cli.data import Dataset, load_dataset  # noqa: E402
 from dfa_cli.engine import Trainer  # noqa: E402
 from dfa_cli.models import FCNet  # noqa: E402
-from dfa_cli.records import RunRecord  # noqa: E402
+from dfa_cli.records import RunRecord, device_name  # noqa: E402
 
 MODELS = {"fc800x3": [800] * 3, "fc240x7": [240] * 7}
 EPOCH = 60000
@@ -140,7 +139,7 @@ def main() -> None:
                              "variant": f"dfa-cli {args.stack} stacked seeds (per model)",
                              "s_per_epoch": scale * t / args.stack})
             print(f"  done {model_name} {method}", file=sys.stderr)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    name = device_name(device)
     info = {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "data": data.name, "optim": args.optim,
             "train_size": args.train_size, "epochs": args.epochs,
