@@ -30,7 +30,8 @@ CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 
 # Keys that may differ between the run and its resumption: paths and display, not the numbers.
-MAY_DIFFER = ("resume", "results_dir", "data.root", "data.download", "trainer.progress")
+MAY_DIFFER = ("resume", "results_dir", "data.root", "data.download", "data.cache_dir", "trainer.progress",
+              "trainer.checkpoint_every")
 
 
 def save(path: Path, state: dict) -> None:

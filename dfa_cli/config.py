@@ -116,6 +116,9 @@ def validate(cfg: DictConfig) -> None:
     _choice("trainer.cuda_graph", t.cuda_graph, ("auto", "on", "off"))
     _choice("trainer.matmul_precision", t.matmul_precision, ("highest", "high", "medium"))
     _number("trainer.ema_decay", t.ema_decay, 0, 1, high_open=True)
+    if not (_is_int(t.checkpoint_every) and t.checkpoint_every >= 0):
+        raise UserError(f"trainer.checkpoint_every must be a whole number of epochs (0: only on signals), "
+                        f"got {t.checkpoint_every!r}.")
     if not (t.progress == "auto" or isinstance(t.progress, bool)):
         raise UserError(f"trainer.progress must be auto, true or false, got {t.progress!r}.")
     _positive_int("data.subset", cfg.data.subset, allow_none=True)

@@ -67,7 +67,7 @@ class Trainer:
                  loss: str = "bce", batch_size: int = 64, max_epochs: int = 300,
                  stop_train_error: float = 0.01, ema_decay: float = 0.75, eval_batch_size: int = 10000,
                  cuda_graph: bool = False, describe: dict | None = None, progress="auto",
-                 checkpoint=None, meta: dict | None = None,
+                 checkpoint=None, checkpoint_every: int = 1, meta: dict | None = None,
                  adversarial=None, alignment=None, features=None, eval_train: bool = False):
         self.model, self.optimizer, self.data, self.loss = model, optimizer, data, loss
         self.batch_size, self.max_epochs, self.eval_batch_size = batch_size, max_epochs, eval_batch_size
@@ -82,6 +82,7 @@ class Trainer:
         self.graph, self.warmup_left = None, GRAPH_WARMUP_STEPS
         # checkpoint: its path (None: none written); meta: saved with it (the config, …)
         self.checkpoint, self.meta = (Path(checkpoint) if checkpoint else None), dict(meta or {})
+        self.checkpoint_every = checkpoint_every   # epochs between checkpoints (0: on signals only)
         self.finished: dict[int, dict] = {}  # seed → summary of the replicas that have stopped
         self.stop = StopFlag()                # raised by a signal while fit() runs
         # Issue 6, all off (None/False) by default and then free: FGSM on every training batch
@@ -211,7 +212,8 @@ class Trainer:
                 progress.update(epoch, rows, len(self.active))
                 if done:
                     self._drop(done)
-                if self.active:  # after the records, so that records and checkpoint agree
+                due = self.checkpoint_every and epoch % self.checkpoint_every == 0
+                if self.active and due:  # after the records, so that records and checkpoint agree
                     self._save(epoch + 1, 0, [r.order_gen.get_state() for r in self.active],
                                time.perf_counter() - start, 0.0)
                 if self.stop.signum is not None and self.active:  # (a finished run just ends)

@@ -127,7 +127,8 @@ def train(cfg: DictConfig, run_dir, resume: bool | None = None, job_num: int | N
                       stop_train_error=t.stop_train_error, ema_decay=t.ema_decay,
                       eval_batch_size=t.eval_batch_size, cuda_graph=use_graph,
                       describe=describe(cfg, model, data, device), progress=t.progress,
-                      checkpoint=run_dir / ckpt.CHECKPOINT, meta={"config": config},
+                      checkpoint=run_dir / ckpt.CHECKPOINT, checkpoint_every=t.checkpoint_every,
+                      meta={"config": config},
                       **trainer_options(cfg))
     if plan.action == "resume":
         log.info(f"resuming {run_dir} at epoch {plan.state['epoch']}"

@@ -81,6 +81,30 @@ class Killed(BaseException):
     """Stands in for SIGKILL: nothing after it runs."""
 
 
+def test_checkpoint_every_n_epochs_resumes_from_the_last_one(fake_mnist, tmp_path, monkeypatch):
+    cfg = small(fake_mnist, "trainer.checkpoint_every=2")
+    train(cfg, tmp_path / "ref")
+    save, saved = ckpt.save, []
+
+    def save_then_die_after_epoch_3(path, state):
+        saved.append(state["epoch"])     # the epoch a resume starts from
+        save(path, state)
+    original = engine.Trainer._epoch_row
+
+    def row(self, rep, epoch, *args):
+        if epoch == 3:
+            raise Killed                 # epoch 3 trained, its records not yet written
+        return original(self, rep, epoch, *args)
+    monkeypatch.setattr(ckpt, "save", save_then_die_after_epoch_3)
+    monkeypatch.setattr(engine.Trainer, "_epoch_row", row)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "run")
+    monkeypatch.undo()
+    assert saved == [3]                  # after epoch 2 only, not after epoch 1
+    train(cfg, tmp_path / "run", resume=True)
+    assert records(tmp_path / "run") == records(tmp_path / "ref")
+
+
 def test_a_kill_between_metrics_and_checkpoint_loses_only_that_epoch(fake_mnist, tmp_path, monkeypatch):
     save, calls = ckpt.save, {"n": 0}
 
