@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 import dfa_cli.run as run_module
@@ -102,3 +103,19 @@ def real_cifar10() -> Path:
     if root is None or not (root / "cifar-10-batches-py" / "data_batch_1").is_file():
         pytest.skip("real CIFAR-10 not available: set DFA_DATA_DIR to a torchvision-layout data root")
     return root
+
+
+HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+
+def count_host_reads(monkeypatch) -> list:
+    """From now on, every tensor read by the host (``.item()``, ``.cpu()``, ``float(t)``, …) is listed."""
+    reads = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, _name=name, **kw):
+            reads.append(_name)
+            return _original(self, *a, **kw)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return reads

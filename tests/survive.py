@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,3 +88,16 @@ def wait_for_epochs(proc: subprocess.Popen, run_dir: Path, n: int = 1, timeout: 
         time.sleep(0.01)
     proc.kill()
     raise AssertionError("dfa-run wrote no epoch in time")
+
+
+def signal_at_step(monkeypatch, n: int, signum=signal.SIGTERM) -> None:
+    """Deliver ``signum`` to this process right after the n-th training step (counted over runs)."""
+    from dfa_cli import engine
+    original, count = engine.Trainer._train_step, {"steps": 0}
+
+    def step(self, idx):
+        original(self, idx)
+        count["steps"] += 1
+        if count["steps"] == n:
+            os.kill(os.getpid(), signum)
+    monkeypatch.setattr(engine.Trainer, "_train_step", step)

@@ -19,9 +19,9 @@ from dfa_cli.models import FCNet
 from dfa_cli.records import RunRecord
 from dfa_cli.run import train, variant
 
-from conftest import compose_config
+from conftest import compose_config, count_host_reads
 from test_report import csv_cells, one, write_cell
-from test_speed_paths import HOST_READS
+
 
 SIZES = [6, 5, 4, 3]
 EXACT_EPS = 2 ** -4   # a binary fraction: x + eps − x is exact for x on a 2⁻¹⁰ grid
@@ -143,14 +143,7 @@ def test_the_adversarial_step_trains_on_the_perturbed_batch_only(fake_mnist, tmp
 
 def test_an_adversarial_epoch_reads_the_device_once(fake_mnist, tmp_path, monkeypatch):
     trainer = make_trainer(fake_mnist, tmp_path, adversarial=FGSM(0.08, clip=True))
-    reads = []
-    for name in HOST_READS:
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _original=original, _name=name, **kw):
-            reads.append(_name)
-            return _original(self, *a, **kw)
-        monkeypatch.setattr(torch.Tensor, name, counted)
+    reads = count_host_reads(monkeypatch)
     trainer._train_epoch(1)     # four steps, each with its FGSM pass: no host synchronisation
     assert reads == ["cpu"], reads
 

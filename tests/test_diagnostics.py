@@ -20,8 +20,8 @@ from dfa_cli.models import FCNet
 from dfa_cli.records import METRICS, SUMMARY, RunRecord
 from dfa_cli.run import train
 
-from conftest import compose_config
-from test_speed_paths import HOST_READS
+from conftest import compose_config, count_host_reads
+
 
 SIZES = [6, 5, 4, 3]
 
@@ -168,17 +168,6 @@ def make_trainer(fake_mnist, tmp_path, alignment=None, seeds=(0, 1), dropout=0.5
     return Trainer(model, opt, data, records, list(seeds), progress=False, max_epochs=2,
                    stop_train_error=0, alignment=alignment, **kw)
 
-
-def count_host_reads(monkeypatch) -> list:
-    reads = []
-    for name in HOST_READS:
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _original=original, _name=name, **kw):
-            reads.append(_name)
-            return _original(self, *a, **kw)
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    return reads
 
 
 @pytest.mark.parametrize("on", [False, True])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 
@@ -18,7 +17,8 @@ from dfa_cli.run import train
 from dfa_cli.signals import Interrupted
 
 from conftest import compose_config, run_cli
-from survive import ENV, long_mnist, one_thread, overrides, records, reference, start_cli, wait_for_epochs
+from survive import (ENV, long_mnist, one_thread, overrides, records, reference, signal_at_step, start_cli,
+                     wait_for_epochs)
 
 
 @pytest.fixture(autouse=True)
@@ -27,16 +27,6 @@ def _single_thread():
         yield
 
 
-def signal_at_step(monkeypatch, n: int, signum=signal.SIGTERM):
-    """Deliver ``signum`` to this process right after the n-th training step (counted over runs)."""
-    original, count = engine.Trainer._train_step, {"steps": 0}
-
-    def step(self, idx):
-        original(self, idx)
-        count["steps"] += 1
-        if count["steps"] == n:
-            os.kill(os.getpid(), signum)
-    monkeypatch.setattr(engine.Trainer, "_train_step", step)
 
 
 def small(fake_mnist, *extra):

@@ -11,12 +11,12 @@ import signal
 import pytest
 
 from dfa_cli import checkpoint as ckpt
-from dfa_cli import engine, signals
+from dfa_cli import signals
 from dfa_cli.run import train
 from dfa_cli.signals import Interrupted, stop_on_signals
 
 from conftest import compose_config
-from survive import one_thread, overrides, records
+from survive import one_thread, overrides, records, signal_at_step
 
 
 @pytest.fixture(autouse=True)
@@ -29,15 +29,6 @@ def small(fake_mnist, *extra):
     return compose_config(*overrides(fake_mnist, "trainer.batch_size=32", *extra, epochs=3))
 
 
-def signal_at_step(monkeypatch, n: int, signum):
-    original, count = engine.Trainer._train_step, {"steps": 0}
-
-    def step(self, idx):
-        original(self, idx)
-        count["steps"] += 1
-        if count["steps"] == n:
-            os.kill(os.getpid(), signum)
-    monkeypatch.setattr(engine.Trainer, "_train_step", step)
 
 
 def test_sigint_is_exit_130_and_the_handlers_are_restored(fake_mnist, tmp_path, monkeypatch):

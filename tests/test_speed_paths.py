@@ -17,10 +17,7 @@ from dfa_cli.models import FCNet
 from dfa_cli.records import RunRecord
 from dfa_cli.run import train
 
-from conftest import REPO, compose_config
-
-HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
-
+from conftest import REPO, compose_config, count_host_reads
 
 def make_trainer(fake_mnist, tmp_path, device="cpu", graph=False, seeds=(0, 1), dropout=0.5):
     data = load_dataset("mnist", fake_mnist, download=False).to(device)
@@ -33,14 +30,7 @@ def make_trainer(fake_mnist, tmp_path, device="cpu", graph=False, seeds=(0, 1), 
 
 def test_a_training_epoch_reads_the_device_once(fake_mnist, tmp_path, monkeypatch):
     trainer = make_trainer(fake_mnist, tmp_path)
-    reads = []
-    for name in HOST_READS:
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _original=original, _name=name, **kw):
-            reads.append(_name)
-            return _original(self, *a, **kw)
-        monkeypatch.setattr(torch.Tensor, name, counted)
+    reads = count_host_reads(monkeypatch)
     trainer._train_epoch(1)    # 256 examples, batch 64: four steps
     assert reads == ["cpu"], reads
 
