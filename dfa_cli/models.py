@@ -149,8 +149,8 @@ class FCNet(ReplicatedNet):
         if cut and self.method == "dfa":
             return DirectFeedback.apply(logits, self.feedback, *taps)
         if cut and self.method == "ifa":
-            return IndirectFeedback.apply(logits, self.feedback, n_hidden, *self.weights[1:n_hidden],
-                                          *derivs[:-1], *taps)
+            upper = [self.weights[i] for i in range(1, n_hidden)]   # (slicing a ParameterList builds a module)
+            return IndirectFeedback.apply(logits, self.feedback, n_hidden, *upper, *derivs[:-1], *taps)
         return logits
 
 
