@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .engine import Trainer
 from .errors import UserError
 from .models import build_model, hidden_sizes
 from .optim import build_optimizer
-from .records import RunRecord, environment, replica_dirs
+from .records import METRICS, SUMMARY, RunRecord, environment, replica_dirs
 from .signals import Interrupted
 
 log = logging.getLogger("dfa_cli")
@@ -157,16 +158,26 @@ def _write_hydra_files(hydra_cfg, cfg: DictConfig, run_dir: Path) -> None:
     OmegaConf.save(hydra_cfg.overrides.task, target / "overrides.yaml")
 
 
+def _discard_unstarted(run_dir: Path) -> None:
+    """A new run refused before training holds only Hydra's files: remove them, so that bad input
+    leaves no half-made run behind for dfa-report to list."""
+    if not any(next(run_dir.rglob(name), None) for name in (METRICS, SUMMARY, ckpt.CHECKPOINT)):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     launcher = str(hydra_cfg.launcher.get("_target_", ""))
+    resume = cfg.get("resume") is True or _under_submitit(hydra_cfg)
     try:
         _write_hydra_files(hydra_cfg, cfg, run_dir)
-        summaries = train(cfg, run_dir, resume=cfg.get("resume") is True or _under_submitit(hydra_cfg),
+        summaries = train(cfg, run_dir, resume=resume,
                           job_num=hydra_cfg.job.get("num") if "joblib" in launcher else None)
     except UserError as err:
+        if not resume:
+            _discard_unstarted(run_dir)
         sys.stderr.write(f"dfa-run: {err}\n")
         sys.exit(2)
     except Interrupted as stop:

@@ -132,12 +132,13 @@ def test_unknown_group_option_is_reported(tmp_path):
 def test_bad_value_is_reported_before_anything_is_written(fake_mnist, tmp_path):
     out = run_cli("run", *tiny(fake_mnist, tmp_path / "res"), "trainer.batch_size=0")
     assert_one_sentence(out, "trainer.batch_size must be a positive integer")
-    assert summaries(tmp_path / "res") == []
+    assert not any(p.is_file() for p in (tmp_path / "res").rglob("*"))   # no half-made run left behind
 
 
 def test_missing_data_is_reported(tmp_path):
-    out = run_cli("run", f"data.root={tmp_path / 'none'}", "data.download=false", f"results_dir={tmp_path}")
+    out = run_cli("run", f"data.root={tmp_path / 'none'}", "data.download=false", f"results_dir={tmp_path}/res")
     assert_one_sentence(out, "Data set 'mnist' not found", str(tmp_path / "none"))
+    assert not any(p.is_file() for p in (tmp_path / "res").rglob("*"))
 
 
 def test_results_path_that_is_a_file_is_reported(fake_mnist, tmp_path):
