@@ -19,6 +19,9 @@ from dfa_cli.run import train
 
 from conftest import REPO, compose_config, count_host_reads
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
 def make_trainer(fake_mnist, tmp_path, device="cpu", graph=False, seeds=(0, 1), dropout=0.5):
     data = load_dataset("mnist", fake_mnist, download=False).to(device)
     model = FCNet([784, 32, 32, 10], "tanh", "dfa", list(seeds), dropout_hidden=dropout).to(device)
@@ -43,15 +46,44 @@ def test_cuda_graph_on_without_cuda_is_one_sentence(fake_mnist, tmp_path):
         train(cfg, tmp_path)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def assert_same_runs(a: list[dict], b: list[dict], rel: float = 1e-5) -> None:
+    """Equal up to float rounding; the test error may differ by one borderline example of 128."""
+    for sa, sb in zip(a, b, strict=True):
+        assert (sa["seed"], sa["epochs"]) == (sb["seed"], sb["epochs"])
+        assert sa["train_loss"] == pytest.approx(sb["train_loss"], rel=rel)
+        assert sa["test_error"] == pytest.approx(sb["test_error"], abs=100 / 128 + 1e-9)
+
+
+@needs_cuda
 def test_cuda_graph_steps_equal_eager_steps(fake_mnist, tmp_path):
     eager = make_trainer(fake_mnist, tmp_path / "eager", "cuda", graph=False, dropout=0.0)
     graph = make_trainer(fake_mnist, tmp_path / "graph", "cuda", graph=True, dropout=0.0)
     a, b = eager.fit(), graph.fit()
-    assert graph.graph is not None
-    for sa, sb in zip(a, b):
-        assert sa["train_loss"] == pytest.approx(sb["train_loss"], rel=1e-5)
-        assert sa["test_error"] == pytest.approx(sb["test_error"], abs=1e-9)
+    assert graph.graph is not None     # 4 steps an epoch: 3 warm-up steps, then replays
+    assert_same_runs(a, b)
+
+
+@needs_cuda
+def test_cuda_training_equals_cpu_training(fake_mnist, tmp_path):
+    """Initialisation, feedback and data order come from CPU generators: the same run on both."""
+    cpu = make_trainer(fake_mnist, tmp_path / "cpu", "cpu", dropout=0.0).fit()
+    gpu = make_trainer(fake_mnist, tmp_path / "gpu", "cuda", graph=True, dropout=0.0).fit()
+    assert_same_runs(cpu, gpu, rel=1e-4)
+
+
+@needs_cuda
+def test_graph_replays_survive_a_stacked_seed_stopping(fake_mnist, tmp_path, monkeypatch):
+    original = Trainer._stop_reason
+
+    def seed1_stops_after_epoch1(self, rep, row):
+        return "converged" if rep.seed == 1 and row["epoch"] == 1 else original(self, rep, row)
+    monkeypatch.setattr(Trainer, "_stop_reason", seed1_stops_after_epoch1)
+    stacked = make_trainer(fake_mnist, tmp_path / "stack", "cuda", graph=True, seeds=(0, 1, 2), dropout=0.0).fit()
+    monkeypatch.setattr(Trainer, "_stop_reason", original)
+    alone = [make_trainer(fake_mnist, tmp_path / f"s{s}", "cuda", graph=True, seeds=(s,), dropout=0.0).fit()[0]
+             for s in (0, 2)]
+    assert [s["epochs"] for s in stacked] == [3, 1, 3]
+    assert_same_runs([stacked[0], stacked[2]], alone)
 
 
 def test_benchmark_script_runs_and_writes_json(tmp_path):

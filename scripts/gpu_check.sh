@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# One device call that checks the GPU paths and measures them (see README "Speed"). On the lent
+# GPU machine, after ../shared/device/stage and `bash .device/remote setup`, run it as
+#   bash ~/dfa/remote run bash scripts/gpu_check.sh
+# It writes into $OUT (default ./gpu-check): the GPU tests' log, the benchmark's table and JSON,
+# and the records of one short paper-protocol run. About 5 minutes on an H100/H200.
+set -uo pipefail
+OUT="${OUT:-gpu-check}"
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
+timeout 300 python -m pytest -q -p no:cacheprovider tests/test_speed_paths.py tests/test_rules.py \
+    tests/test_engine.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
+timeout 420 python scripts/bench.py --epochs 3 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
+timeout 180 dfa-run method=dfa model=fc800x3 trainer.max_epochs=3 trainer.progress=false \
+    results_dir="$OUT/results" 2>&1 | tail -5 | tee "$OUT/run.txt"
