@@ -15,6 +15,7 @@ def per_replica_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> 
     Summing the result over replicas keeps each replica's gradient exactly its own.
     """
     if kind == "bce":
-        onehot = F.one_hot(targets, logits.shape[-1]).to(logits.dtype)
+        # (scatter rather than F.one_hot, which validates the labels with a host sync on some devices)
+        onehot = torch.zeros_like(logits).scatter_(-1, targets.unsqueeze(-1), 1.0)
         return F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").sum(-1).mean(-1)
     return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(-1)
