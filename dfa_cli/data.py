@@ -11,6 +11,7 @@ float64 and cached in a cache folder (never in the data root, which may be read-
 from __future__ import annotations
 
 import gzip
+import io
 import hashlib
 import logging
 import os
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .records import atomic_write_bytes
 
 ENV_VAR = "DFA_DATA_DIR"
 CACHE_ENV_VAR = "DFA_CACHE_DIR"
@@ -242,22 +244,15 @@ def cached_zca(name: str, x_train: torch.Tensor, eps: float, cache_dir=None) -> 
     mean, matrix = zca_statistics(x_train, eps)
     log.info(f"ZCA whitening statistics of {name} ({len(x_train)} examples) computed in "
              f"{time.perf_counter() - start:.1f} s")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save({"mean": mean, "matrix": matrix, "name": name, "n": len(x_train), "eps": eps}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        torch.save({"mean": mean, "matrix": matrix, "name": name, "n": len(x_train), "eps": eps}, buffer)
+        atomic_write_bytes(path, buffer.getbuffer())
         log.info(f"ZCA whitening statistics cached in {path}")
     except OSError as err:
         log.warning(f"could not cache the ZCA statistics in {folder} ({err.strerror or err}); "
                     f"set data.cache_dir=… or ${CACHE_ENV_VAR} to a writable folder.")
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
     return mean, matrix
 
 

@@ -13,13 +13,14 @@ that seed finishes training, written before its ``summary.json``:
 """
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .models import ACTIVATIONS
+from .records import atomic_write_bytes
 
 FEATURES = "features.npz"
 
@@ -49,13 +50,9 @@ def save_features(model, x: torch.Tensor, y: torch.Tensor, replica: int, path) -
               "input": x.float().cpu().numpy()}
     arrays.update({f"hidden{i}": h for i, h in enumerate(hidden, 1)})
     arrays["layers"] = np.array(["input"] + [f"hidden{i}" for i in range(1, len(hidden) + 1)])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getbuffer())
     return path
 
 
