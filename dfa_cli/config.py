@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from .data import INPUT_SHAPES, PREPROCESS
+from .data import INPUT_SHAPES, PREPROCESS, SPLITS
 from .errors import UserError
 from .losses import LOSSES
 from .models import ACTIVATIONS, IFA_ON_CONV, METHODS, STACKING, conv_map_shapes
 from .optim import OPTIMIZERS
+from .schedule import SCHEDULES
 
 # Configs live in conf/ of a source checkout (the one beside this package wins, so a worktree
 # uses its own); an installed wheel carries them as the package dfa_cli.conf.
@@ -119,17 +120,34 @@ def validate(cfg: DictConfig) -> None:
     if not (_is_int(t.checkpoint_every) and t.checkpoint_every >= 0):
         raise UserError(f"trainer.checkpoint_every must be a whole number of epochs (0: only on signals), "
                         f"got {t.checkpoint_every!r}.")
+    _positive_int("trainer.threads", t.get("threads"), allow_none=True)
+    _validate_schedule(cfg)
     if not (t.progress == "auto" or isinstance(t.progress, bool)):
         raise UserError(f"trainer.progress must be auto, true or false, got {t.progress!r}.")
     _positive_int("data.subset", cfg.data.subset, allow_none=True)
     _positive_int("data.test_subset", cfg.data.test_subset, allow_none=True)
     _choice("data.preprocess", cfg.data.get("preprocess", "none"), PREPROCESS)
+    _choice("data.split", cfg.data.get("split", "test"), SPLITS)
     _number("data.zca_eps", cfg.data.get("zca_eps", 1e-5), 0, low_open=True)
     _boolean("data.download", cfg.data.download)
     _boolean("resume", cfg.get("resume", False), "true, false or resume=<run dir> on the command line")
     _optimizer_settings(cfg.optim)
     _validate_diagnostics(cfg)
     resolve_seeds(cfg)
+
+
+def _validate_schedule(cfg: DictConfig) -> None:
+    """trainer.lr_schedule and its parameters; ``auto`` halves each seed's LR at its own epochs,
+    which one optimizer shared by stacked seeds cannot do."""
+    t = cfg.trainer
+    kind = t.get("lr_schedule", "constant")
+    _choice("trainer.lr_schedule", kind, SCHEDULES)
+    _positive_int("trainer.lr_step_epochs", t.get("lr_step_epochs", 50))
+    _positive_int("trainer.lr_max_halvings", t.get("lr_max_halvings", 8))
+    if kind == "auto" and len(resolve_seeds(cfg)) > 1:
+        raise UserError("trainer.lr_schedule=auto halves each seed's learning rate at its own epochs, "
+                        "so it cannot train stacked seeds; run them as separate jobs "
+                        "(-m seeds=null seed=0,1,2,3,4).")
 
 
 def _boolean(key: str, value, options: str = "true or false") -> None:
@@ -146,6 +164,8 @@ def _optimizer_settings(o) -> None:
     if "momentum" in o:
         _number("optim.momentum", o.momentum, 0)
     _number("optim.weight_decay", o.get("weight_decay", 0.0), 0)
+    if "fused" in o and not (o.fused == "auto" or isinstance(o.fused, bool)):
+        raise UserError(f"optim.fused must be auto, true or false, got {o.fused!r}.")
     if "nesterov" in o:
         _boolean("optim.nesterov", o.nesterov)
         if o.nesterov and not o.get("momentum"):

@@ -29,6 +29,8 @@ from .records import atomic_write_bytes
 ENV_VAR = "DFA_DATA_DIR"
 CACHE_ENV_VAR = "DFA_CACHE_DIR"
 PREPROCESS = ("none", "zca")
+SPLITS = ("test", "validation")
+VALIDATION_SIZE = 10_000   # -validate in the author's Data.lua: the last 10k training examples
 ZCA_PIXEL_SCALE = 255.0   # zca_eps is in 0..255 pixel units, as in the author's whitening of byte-valued data
 ZCA_VERSION = 1           # bump when the statistics' definition changes: old cache files are then ignored
 
@@ -61,6 +63,7 @@ class Dataset:
     n_classes: int
     root: str
     preprocess: str = "none"
+    eval_split: str = "test"   # what x_test is: the test set, or the validation split of the training set
 
     def to(self, device) -> "Dataset":
         move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
@@ -133,8 +136,15 @@ def _present(directory: Path, files: list[str]) -> bool:
 
 
 def load_dataset(name: str, root=None, download: bool = True, subset=None,
-                 test_subset=None) -> Dataset:
-    """Load ``name`` (mnist | cifar10 | cifar100) from the data root, downloading if allowed."""
+                 test_subset=None, split: str = "test") -> Dataset:
+    """Load ``name`` (mnist | cifar10 | cifar100) from the data root, downloading if allowed.
+
+    ``split="validation"`` (the author's ``-validate``): train on the training set but its last
+    ``VALIDATION_SIZE`` examples (MNIST 50k, CIFAR 40k), and evaluate on those instead of the test
+    set. ``subset``/``test_subset`` then cut the first N of the training/validation parts.
+    """
+    if split not in SPLITS:
+        raise UserError(f"data.split={split!r} is not supported; choose one of: {', '.join(SPLITS)}.")
     if name not in LAYOUTS:
         raise UserError(f"Unknown data set '{name}'; choose one of: {', '.join(LAYOUTS)}.")
     folder, train_files, test_files, label_key, n_classes, _ = LAYOUTS[name]
@@ -150,7 +160,15 @@ def load_dataset(name: str, root=None, download: bool = True, subset=None,
             raise _missing(name, root_path, source, folder, train_files,
                            f"the download failed ({reason})") from None
     x_train, y_train = _read_split(name, directory, train_files, label_key)
-    x_test, y_test = _read_split(name, directory, test_files, label_key)
+    if split == "validation":
+        if len(x_train) <= VALIDATION_SIZE:
+            raise UserError(f"data.split=validation needs more than {VALIDATION_SIZE} training examples; "
+                            f"{directory} holds {len(x_train)}.")
+        cut = len(x_train) - VALIDATION_SIZE
+        x_test, y_test = x_train[cut:], y_train[cut:]
+        x_train, y_train = x_train[:cut], y_train[:cut]
+    else:
+        x_test, y_test = _read_split(name, directory, test_files, label_key)
     if subset:
         x_train, y_train = x_train[:subset], y_train[:subset]
     if test_subset:
@@ -160,7 +178,8 @@ def load_dataset(name: str, root=None, download: bool = True, subset=None,
         return torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255.0)
 
     return Dataset(name, to_unit(x_train), torch.from_numpy(y_train), to_unit(x_test),
-                   torch.from_numpy(y_test), tuple(x_train.shape[1:]), n_classes, str(root_path))
+                   torch.from_numpy(y_test), tuple(x_train.shape[1:]), n_classes, str(root_path),
+                   eval_split=split)
 
 
 # ---- preprocessing ----------------------------------------------------------------------------

@@ -32,9 +32,11 @@ from .losses import per_replica_loss
 from .optim import keep_replicas
 from .progress import Progress
 from .records import RunRecord
+from .schedule import LRSchedule
 from .signals import StopFlag, stop_on_signals
 
 ORDER_SEED_OFFSET = 1_000_003   # data order draws from a stream apart from initialisation
+EMA_START = 100.0               # Main.lua starts the EMA of the training error at 1 (100 %)
 GRAPH_WARMUP_STEPS = 3          # eager steps (real training steps) before capturing
 
 
@@ -44,8 +46,9 @@ class Replica:
     seed: int
     record: RunRecord
     order_gen: torch.Generator
-    ema: float | None = None
-    best_test_error: float = math.inf
+    ema: float = EMA_START
+    halvings: int = 0          # LR halvings made by the schedule
+    best_eval_error: float = math.inf
     best_epoch: int = 0
     seconds: list = field(default_factory=list)
 
@@ -68,10 +71,15 @@ class Trainer:
                  stop_train_error: float = 0.01, ema_decay: float = 0.75, eval_batch_size: int = 10000,
                  cuda_graph: bool = False, describe: dict | None = None, progress="auto",
                  checkpoint=None, checkpoint_every: int = 1, meta: dict | None = None,
-                 adversarial=None, alignment=None, features=None, eval_train: bool = False):
+                 adversarial=None, alignment=None, features=None, eval_train: bool = False,
+                 schedule: LRSchedule | None = None, eval_split: str = "test"):
         self.model, self.optimizer, self.data, self.loss = model, optimizer, data, loss
         self.batch_size, self.max_epochs, self.eval_batch_size = batch_size, max_epochs, eval_batch_size
         self.stop_train_error, self.ema_decay = stop_train_error, ema_decay
+        self.schedule = schedule or LRSchedule()
+        self.initial_lr = float(optimizer.param_groups[0]["lr"])
+        # "test", or "val" when the evaluation set is the validation split: the records say which
+        self.eval_key = "val" if eval_split == "validation" else "test"
         self.describe, self.progress = dict(describe or {}), progress
         self.device = data.x_train.device
         self.use_graph = cuda_graph and self.device.type == "cuda"
@@ -212,6 +220,7 @@ class Trainer:
                 progress.update(epoch, rows, len(self.active))
                 if done:
                     self._drop(done)
+                self._apply_schedule()
                 due = self.checkpoint_every and epoch % self.checkpoint_every == 0
                 if self.active and due:  # after the records, so that records and checkpoint agree
                     self._save(epoch + 1, 0, [r.order_gen.get_state() for r in self.active],
@@ -234,8 +243,8 @@ class Trainer:
             "elapsed": elapsed, "epoch_seconds": epoch_seconds,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "acc": self.acc.cpu(),
-            "replicas": [{"seed": r.seed, "ema": r.ema, "best_test_error": r.best_test_error,
-                          "best_epoch": r.best_epoch, "seconds": list(r.seconds), "order_state": g}
+            "replicas": [{"seed": r.seed, "ema": r.ema, "best_test_error": r.best_eval_error,
+                          "best_epoch": r.best_epoch, "halvings": r.halvings, "seconds": list(r.seconds), "order_state": g}
                          for r, g in zip(self.active, order_states)],
             "finished": ckpt.plain(self.finished),
             "rng_cpu": torch.get_rng_state(),
@@ -261,7 +270,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         for rep in self.active:
             r = saved[rep.seed]
-            rep.ema, rep.best_test_error, rep.best_epoch = r["ema"], r["best_test_error"], r["best_epoch"]
+            rep.ema, rep.best_eval_error, rep.best_epoch = r["ema"], r["best_test_error"], r["best_epoch"]
+            rep.halvings = r.get("halvings", 0)
             rep.seconds = list(r["seconds"])
             rep.order_gen.set_state(r["order_state"])
         self.acc.copy_(state["acc"])
@@ -274,13 +284,13 @@ class Trainer:
     def _epoch_row(self, rep: Replica, epoch: int, train, test, seconds: float, elapsed: float) -> dict:
         (train_loss, train_error), (test_loss, test_error) = train.tolist(), test.tolist()
         if _finite(train_error):
-            d = self.ema_decay
-            rep.ema = train_error if rep.ema is None else d * rep.ema + (1 - d) * train_error
-        if _finite(test_loss) and test_error < rep.best_test_error:
-            rep.best_test_error, rep.best_epoch = test_error, epoch
+            rep.ema = self.ema_decay * rep.ema + (1 - self.ema_decay) * train_error
+        if _finite(test_loss) and test_error < rep.best_eval_error:
+            rep.best_eval_error, rep.best_epoch = test_error, epoch
         rep.seconds.append(seconds)
+        k = self.eval_key
         return {"epoch": epoch, "train_loss": train_loss, "train_error": train_error,
-                "train_error_ema": rep.ema, "test_loss": test_loss, "test_error": test_error,
+                "train_error_ema": rep.ema, f"{k}_loss": test_loss, f"{k}_error": test_error,
                 "lr": float(self.optimizer.param_groups[0]["lr"]), "seconds": seconds, "elapsed": elapsed,
                 **self.extra.get(rep.seed, {})}
 
@@ -297,19 +307,31 @@ class Trainer:
         return extra
 
     def _stop_reason(self, rep: Replica, row: dict) -> str | None:
-        if not _finite(row["train_loss"], row["test_loss"]):
+        """Divergence, the early stop on the EMA, then the LR schedule (which may halve the LR)."""
+        if not _finite(row["train_loss"], row[f"{self.eval_key}_loss"]):
             return "diverged"
         if row["train_error_ema"] <= self.stop_train_error:
             return "converged"
-        return None
+        rep.halvings, ends = self.schedule.after_epoch(row["epoch"], row["train_error"], rep.ema, rep.halvings)
+        return "lr_halvings" if ends else None
+
+    def _apply_schedule(self) -> None:
+        """The optimizer's LR from the schedule's halvings (equal across stacked seeds: ``auto``,
+        whose halvings differ by seed, is refused for stacked seeds by the config check)."""
+        if self.active:
+            lr = self.schedule.lr(self.initial_lr, self.active[0].halvings)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
 
     def _finish(self, rep: Replica, row: dict, reason: str, wall: float) -> dict:
+        k = self.eval_key
         summary = {**self.describe, "seed": rep.seed,
-                   "test_error": row["test_error"], "train_error": row["train_error"],
-                   "test_loss": row["test_loss"], "train_loss": row["train_loss"],
-                   "best_test_error": rep.best_test_error if rep.best_epoch else None,
+                   f"{k}_error": row[f"{k}_error"], "train_error": row["train_error"],
+                   f"{k}_loss": row[f"{k}_loss"], "train_loss": row["train_loss"],
+                   f"best_{k}_error": rep.best_eval_error if rep.best_epoch else None,
                    "best_epoch": rep.best_epoch or None, "epochs": row["epoch"], "stop_reason": reason,
-                   "train_error_ema": rep.ema, "wall_seconds": wall,
+                   "train_error_ema": rep.ema, "lr_halvings": rep.halvings, "final_lr": row["lr"],
+                   "wall_seconds": wall,
                    "seconds_per_epoch": sum(rep.seconds) / len(rep.seconds),
                    "stacked_seeds": self.stacked,
                    **{k: row[k] for k in ("train_error_eval", "train_loss_eval") if k in row},

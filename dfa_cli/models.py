@@ -35,16 +35,30 @@ def activation_derivative(name: str, h: torch.Tensor) -> torch.Tensor:
     return (h > 0).to(h.dtype)
 
 
-def resolve_init(init: str, method: str, activation: str) -> str:
-    """The paper's rule (author's code): FA/DFA with tanh/logistic start from zero weights.
+def resolve_init(init: str, method: str, activation: str, kind: str = "fc") -> str:
+    """The paper's starting weights, as the author's code sets them (``init=paper``):
 
-    IFA is left out on purpose: its error reaches layer i ≥ 2 only through ``W_i``, so from
-    zero weights those layers (and the output) can never move.
+    - ``zero``: DFA with tanh/logistic; FA on the conv net (``conv.lua`` zeroes every FA layer).
+    - ``zero_above_first``: FA on a fully connected net with tanh/logistic. ``mlp.lua`` builds the
+      first layer as a plain ``nn.Linear`` (no error goes below it) and its zeroing loop finds only
+      the FA ``Linear`` class, so layer 1 keeps U(±1/√fan_in) and every layer above starts at zero.
+    - ``uniform``: everything else (BP, ReLU, IFA). IFA is left out on purpose: its error reaches
+      layer i ≥ 2 only through ``W_i``, so from zero weights those layers could never move.
     """
     if init != "paper":
         return init
-    zero_start = method in ("fa", "dfa") and activation in ("tanh", "logistic")
-    return "zero" if zero_start else "uniform"
+    if activation not in ("tanh", "logistic") or method not in ("fa", "dfa"):
+        return "uniform"
+    return "zero_above_first" if method == "fa" and kind == "fc" else "zero"
+
+
+def zero_start(layers: Sequence[tuple[nn.Parameter, nn.Parameter]], init: str, r: int) -> None:
+    """Zero replica ``r`` of the ``(weight, bias)`` pairs (bottom layer first) as ``init`` says."""
+    if init not in ("zero", "zero_above_first"):
+        return
+    for w, b in layers[1:] if init == "zero_above_first" else layers:
+        w[r].zero_()
+        b[r].zero_()
 
 
 def dropout_mask(h: torch.Tensor, p: float) -> torch.Tensor:
@@ -65,6 +79,11 @@ class ReplicatedNet(nn.Module):
             return LinearFA.apply(h, w, b, getattr(self, f"fa_feedback{i}"))
         return torch.baddbmm(b, h, w)
 
+    def layers(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """Every layer's ``(weight, bias)``, bottom first (conv layers, then fully connected)."""
+        conv = list(zip(getattr(self, "conv_weights", []), getattr(self, "conv_biases", [])))
+        return conv + list(zip(self.weights, self.biases))
+
     @torch.no_grad()
     def keep_replicas(self, keep: torch.Tensor) -> None:
         """Drop finished replicas in place; parameters keep their identity for the optimizer."""
@@ -83,7 +102,7 @@ class FCNet(ReplicatedNet):
         super().__init__()
         self.sizes, self.activation, self.method = list(sizes), activation, method
         self.dropout_input, self.dropout_hidden = dropout_input, dropout_hidden
-        self.init = resolve_init(init, method, activation)
+        self.init = resolve_init(init, method, activation, "fc")
         n_layers, n_rep = len(sizes) - 1, len(seeds)
         self.weights = nn.ParameterList(
             [nn.Parameter(torch.empty(n_rep, sizes[i], sizes[i + 1])) for i in range(n_layers)])
@@ -116,9 +135,7 @@ class FCNet(ReplicatedNet):
             self.feedback[r].copy_(dfa_feedback(self.hidden_widths, self.sizes[-1], gen))
         elif self.method == "ifa":
             self.feedback[r].copy_(dfa_feedback(self.hidden_widths[:1], self.sizes[-1], gen))
-        if self.init == "zero":
-            for p in self.parameters():
-                p[r].zero_()
+        zero_start(self.layers(), self.init, r)
 
     def forward(self, x: torch.Tensor, pre_activations: list | None = None) -> torch.Tensor:
         """``x``: ``(R, batch, n_in)``, or ``(batch, n_in)`` shared by all replicas → logits ``(R, batch, n_out)``.
@@ -226,7 +243,7 @@ class ConvNet(ReplicatedNet):
         if stack not in STACKING:
             raise UserError(f"model.stack={stack!r} is not supported; choose one of: {', '.join(STACKING)}.")
         self.stack, self.eval_chunk = stack, eval_chunk
-        self.init = resolve_init(init, method, activation)
+        self.init = resolve_init(init, method, activation, "conv")
         self.map_shapes = conv_map_shapes(self.input_shape, self.channels, kernel, padding, pool, pool_stride)
         n_rep = len(seeds)
         c_in = [self.input_shape[0], *self.channels[:-1]]
@@ -272,9 +289,7 @@ class ConvNet(ReplicatedNet):
                 getattr(self, f"fa_feedback{i}")[r].copy_(w[r])
         if self.method == "dfa":
             self.feedback[r].copy_(dfa_feedback(self.hidden_widths, self.sizes[-1], gen))
-        if self.init == "zero":
-            for p in self.parameters():
-                p[r].zero_()
+        zero_start(self.layers(), self.init, r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(R, batch, C·H·W)``, or ``(batch, C·H·W)`` shared by all replicas → ``(R, batch, n_out)``."""

@@ -17,8 +17,10 @@ def epoch_line(epoch: int, max_epochs: int, rows: list[dict], active: int) -> st
         values = [r[key] for r in rows if r.get(key) is not None]
         return sum(values) / len(values) if values else None
     seeds = f" [{active} seeds]" if active > 1 else ""
+    key = "val" if any("val_error" in r for r in rows) else "test"
+    lr = f"  lr {rows[0]['lr']:.3g}" if rows and rows[0].get("lr") is not None else ""
     return (f"epoch {epoch}/{max_epochs}{seeds}  loss {_fmt(mean('train_loss'), '.4f')}  "
-            f"train {_fmt(mean('train_error'), '.2f')}%  test {_fmt(mean('test_error'), '.2f')}%  "
+            f"train {_fmt(mean('train_error'), '.2f')}%  {key} {_fmt(mean(f'{key}_error'), '.2f')}%{lr}  "
             f"({_fmt(mean('seconds'), '.2f')} s)")
 
 

@@ -1,0 +1,64 @@
+"""The fused RMSprop step: torch's update to float rounding, torch's state, and when it is used."""
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dfa_cli.losses import per_replica_loss
+from dfa_cli.models import FCNet
+from dfa_cli.optim import FusedRMSprop, keep_replicas, use_fused
+from dfa_cli.run import train
+
+from test_engine import quick
+
+
+def _steps(optimizer_cls, method: str, steps: int = 12, **kw):
+    net = FCNet([20, 16, 12, 4], "tanh", method, [0, 1], init="uniform")
+    opt = optimizer_cls(net.parameters(), lr=1e-3, alpha=0.99, eps=1e-8, **kw)
+    g = torch.Generator().manual_seed(3)
+    for s in range(steps):
+        x = torch.rand(2, 8, 20, generator=g)
+        y = torch.randint(0, 4, (2, 8), generator=g)
+        opt.zero_grad(set_to_none=True)
+        per_replica_loss(net(x), y, "bce").sum().backward()
+        if s == steps // 2:
+            for group in opt.param_groups:   # a schedule's halving takes effect at once
+                group["lr"] /= 2
+        opt.step()
+    return net, opt
+
+
+@pytest.mark.parametrize("method", ["bp", "dfa"])
+def test_fused_rmsprop_equals_torch_rmsprop_to_float_rounding(method):
+    fused, fused_opt = _steps(FusedRMSprop, method)
+    plain, plain_opt = _steps(torch.optim.RMSprop, method)
+    for a, b in zip(fused.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        assert not torch.equal(a, torch.zeros_like(a))
+    for a, b in zip(fused.parameters(), plain.parameters()):
+        sa, sb = fused_opt.state[a], plain_opt.state[b]
+        torch.testing.assert_close(sa["square_avg"], sb["square_avg"], rtol=1e-5, atol=1e-12)
+        assert float(sa["step"]) == float(sb["step"]) == 12
+    # torch's state layout: the checkpoint of one loads into the other
+    plain_opt.load_state_dict(fused_opt.state_dict())
+    keep_replicas(fused_opt, torch.tensor([1]))
+    assert next(iter(fused_opt.state.values()))["square_avg"].shape[0] == 1
+
+
+def test_auto_uses_it_only_for_long_cpu_rmsprop_runs():
+    rms = OmegaConf.create({"name": "rmsprop", "momentum": 0.0, "weight_decay": 0.0, "fused": "auto"})
+    cpu = torch.device("cpu")
+    assert use_fused(rms, cpu, 60000 * 300) and not use_fused(rms, cpu, 256 * 2)
+    assert not use_fused(rms, torch.device("cuda"), 60000 * 300)
+    assert use_fused(OmegaConf.merge(rms, {"fused": True}), cpu, 10)
+    assert not use_fused(OmegaConf.merge(rms, {"momentum": 0.9}), cpu, 60000 * 300)
+    assert not use_fused(OmegaConf.create({"name": "sgd", "fused": True}), cpu, 10)
+
+
+def test_a_fused_run_records_what_a_plain_run_records(fake_mnist, tmp_path):
+    fused = train(quick(fake_mnist, "optim.fused=true", "method=dfa"), tmp_path / "f")[0]
+    plain = train(quick(fake_mnist, "optim.fused=false", "method=dfa"), tmp_path / "p")[0]
+    assert fused["fused_optimizer"] is True and plain["fused_optimizer"] is False
+    for key in ("train_loss", "test_loss"):
+        assert fused[key] == pytest.approx(plain[key], rel=1e-5)
