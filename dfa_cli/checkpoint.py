@@ -88,11 +88,15 @@ def _flatten(obj, prefix: str = "") -> dict:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """``key: saved → current`` for every key (outside :data:`MAY_DIFFER`) whose value changed."""
+    """``key: saved → current`` for every key (outside :data:`MAY_DIFFER`) whose value changed.
+
+    A key the saved config lacks is a setting added to dfa-run since the run started; new settings
+    default to the behaviour that came before them, so it is not a difference.
+    """
     a, b = _flatten(saved), _flatten(current)
     diffs = []
     for key in sorted(set(a) | set(b)):
-        if any(key == k or key.startswith(k + ".") for k in MAY_DIFFER):
+        if any(key == k or key.startswith(k + ".") for k in MAY_DIFFER) or key not in a:
             continue
         va, vb = a.get(key, "(absent)"), b.get(key, "(absent)")
         if va != vb:

@@ -1,0 +1,234 @@
+"""A resumable campaign of dfa-run jobs: the paper's tables reproduced over as many sessions as it takes.
+
+A *plan* is an ordered list of jobs (a table cell and a seed, with the overrides that define it).
+``run_campaign`` works through it with ``jobs`` parallel ``dfa-run`` processes:
+
+- finished records are copied into ``records`` (one folder per job: summary.json, metrics.jsonl,
+  .hydra/; never checkpoints); a job whose record is there is done and never rerun;
+- every run trains in ``state/runs/<job>`` (outside the work tree), so a later invocation resumes
+  an unfinished one from its checkpoint; on a new machine, with no state, it starts over;
+- a run whose checkpoint was made under a different config (the preset changed) is set aside and
+  started over; a failed job is reported and retried by the next invocation;
+- SIGTERM/SIGINT stop every job at its next step with a checkpoint (dfa-run's own handling).
+
+Order: seed 0 of every cell first (cheapest cells first), then seeds 1–2, then 3–4, so that a
+partial campaign already gives a whole table.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .records import METRICS, SUMMARY
+
+SEED_STAGES = ((0,), (1, 2), (3, 4))
+STATE_ENV_VAR = "DFA_CAMPAIGN_DIR"
+POLL_SECONDS = 2.0
+
+
+@dataclass
+class Job:
+    name: str                      # also the record's folder name
+    overrides: list[str]
+    seeds: tuple[int, ...]
+    cost: float = 1.0              # relative: orders the jobs of a stage, cheapest first
+    waits_for: str | None = None   # why it may not start yet (None: ready)
+    record_names: list[str] = field(default_factory=list)   # one per seed
+
+    def __post_init__(self):
+        if not self.record_names:
+            self.record_names = [self.name] if len(self.seeds) == 1 else \
+                [f"{self.name}_s{s}" for s in self.seeds]
+
+
+def default_state_dir(plan: str) -> Path:
+    root = os.environ.get(STATE_ENV_VAR)
+    base = Path(root).expanduser() if root else Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "dfa-cli" / "campaign"
+    return base / plan
+
+
+def stage_order(jobs_by_seed: list[tuple[int, Job]], seeds: list[int]) -> list[Job]:
+    """Seed stages in order (0, then 1–2, then 3–4, then any others), cheapest job first within each."""
+    stages = [s for s in SEED_STAGES] + [tuple(s for s in seeds if all(s not in st for st in SEED_STAGES))]
+    ordered = []
+    for stage in stages:
+        in_stage = [(seed, job) for seed, job in jobs_by_seed if seed in stage and seed in seeds]
+        ordered += [job for _, job in sorted(in_stage, key=lambda p: (p[1].cost, p[0]))]
+    return ordered
+
+
+# ---- running ----------------------------------------------------------------------------------
+class Campaign:
+    def __init__(self, jobs: list[Job], records: Path, state: Path, parallel: int = 2,
+                 threads: int | None = 1, python: str = sys.executable, out=sys.stdout):
+        self.jobs, self.records, self.state = jobs, Path(records), Path(state)
+        self.parallel, self.threads, self.python, self.out = parallel, threads, python, out
+        self.running: dict[str, tuple[Job, subprocess.Popen, float]] = {}
+        self.failed: dict[str, str] = {}
+        self.stopping = False
+
+    def say(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.out, flush=True)
+
+    def run_dir(self, job: Job) -> Path:
+        return self.state / "runs" / job.name
+
+    def done(self, job: Job) -> bool:
+        return all((self.records / n / SUMMARY).is_file() for n in job.record_names)
+
+    def _seed_dirs(self, job: Job) -> list[Path]:
+        d = self.run_dir(job)
+        return [d] if len(job.seeds) == 1 else [d / f"seed{s}" for s in job.seeds]
+
+    def collect(self, job: Job) -> bool:
+        """Copy each finished seed's record into ``records``; True when every seed's is there."""
+        for src, name in zip(self._seed_dirs(job), job.record_names):
+            dst = self.records / name
+            if (dst / SUMMARY).is_file() or not (src / SUMMARY).is_file():
+                continue
+            tmp = dst.with_name(f".{dst.name}.partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            shutil.copytree(src / ".hydra", tmp / ".hydra")
+            shutil.copy2(src / METRICS, tmp / METRICS)
+            shutil.copy2(src / SUMMARY, tmp / SUMMARY)   # last: a folder with a summary is complete
+            shutil.rmtree(dst, ignore_errors=True)
+            tmp.rename(dst)
+        return self.done(job)
+
+    def command(self, job: Job) -> list[str]:
+        run_dir = self.run_dir(job)
+        cmd = [self.python, "-m", "dfa_cli.run", *job.overrides, "hydra.mode=RUN",
+               f"hydra.run.dir={run_dir}", "trainer.progress=false"]
+        if len(job.seeds) == 1:
+            cmd += ["seeds=null", f"seed={job.seeds[0]}"]
+        else:
+            cmd += [f"seeds=[{','.join(map(str, job.seeds))}]"]
+        if self.threads:
+            cmd.append(f"trainer.threads={self.threads}")
+        if (run_dir / ".hydra" / "config.yaml").is_file():
+            cmd.append("resume=true")
+        return cmd
+
+    def start(self, job: Job) -> None:
+        log_path = self.state / "logs" / f"{job.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        resuming = (self.run_dir(job) / ".hydra" / "config.yaml").is_file()
+        log = open(log_path, "a")
+        proc = subprocess.Popen(self.command(job), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)   # Ctrl-C reaches the jobs through us only
+        log.close()
+        self.running[job.name] = (job, proc, time.time())
+        self.say(f"{'resume' if resuming else 'start '} {job.name}")
+
+    def _finished(self, job: Job, code: int) -> None:
+        if self.collect(job):
+            s = json.loads((self.records / job.record_names[0] / SUMMARY).read_text())
+            err = s.get("test_error", s.get("val_error"))
+            self.say(f"done   {job.name}: {err}% after {s['epochs']} epochs ({s['stop_reason']}), "
+                     f"{s['wall_seconds'] / 3600:.2f} h")
+            return
+        if code in (130, 143) and self.stopping:
+            self.say(f"paused {job.name} (checkpoint written; the next invocation resumes it)")
+            return
+        tail = self._log_tail(job)
+        if "different config" in tail and not self.stopping and job.name not in self.failed:
+            stale = self.run_dir(job).with_name(f"{job.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            self.run_dir(job).rename(stale)
+            self.say(f"restart {job.name}: its checkpoint was made under a different config (kept in {stale.name})")
+            self.failed[job.name] = "restarted"
+            self.start(job)
+            return
+        self.failed[job.name] = tail.strip().splitlines()[-1] if tail.strip() else f"exit code {code}"
+        self.say(f"FAILED {job.name} (exit {code}): {self.failed[job.name]}")
+
+    def _log_tail(self, job: Job) -> str:
+        path = self.state / "logs" / f"{job.name}.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def _stop(self, signum, frame) -> None:
+        self.stopping = True
+        for _, proc, _ in self.running.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    def run(self) -> int:
+        """Work through the plan; returns 0 when every ready job is done, 1 when something failed."""
+        for job in self.jobs:
+            self.collect(job)
+        previous = [signal.signal(s, self._stop) for s in (signal.SIGTERM, signal.SIGINT)]
+        try:
+            queue = [j for j in self.jobs if not self.done(j) and j.waits_for is None]
+            for job in self.jobs:
+                if not self.done(job) and job.waits_for:
+                    self.say(f"wait   {job.name}: {job.waits_for}")
+            while queue or self.running:
+                while queue and len(self.running) < self.parallel and not self.stopping:
+                    job = queue.pop(0)
+                    self.start(job)
+                time.sleep(POLL_SECONDS)
+                for name, (job, proc, _) in list(self.running.items()):
+                    code = proc.poll()
+                    if code is not None:
+                        del self.running[name]
+                        self._finished(job, code)
+                if self.stopping:
+                    queue = []
+        finally:
+            for s, handler in zip((signal.SIGTERM, signal.SIGINT), previous):
+                signal.signal(s, handler)
+        return 1 if any(v != "restarted" for v in self.failed.values()) else 0
+
+    # ---- status ---------------------------------------------------------------------------------
+    def status(self) -> list[dict]:
+        """One row per job: state, epochs so far, last error, hours spent."""
+        rows = []
+        for job in self.jobs:
+            for seed_dir, name in zip(self._seed_dirs(job), job.record_names):
+                done = self.records / name / SUMMARY
+                if done.is_file():
+                    s = json.loads(done.read_text())
+                    rows.append({"job": name, "state": "done", "epochs": s.get("epochs"),
+                                 "error": s.get("test_error", s.get("val_error")),
+                                 "stop": s.get("stop_reason"), "hours": (s.get("wall_seconds") or 0) / 3600})
+                    continue
+                epochs, error, hours = _progress(seed_dir / METRICS)
+                state = "waiting" if job.waits_for else ("started" if epochs else "pending")
+                rows.append({"job": name, "state": state, "epochs": epochs, "error": error,
+                             "stop": job.waits_for if job.waits_for else None, "hours": hours})
+        return rows
+
+
+def _progress(metrics: Path) -> tuple[int, float | None, float]:
+    """Epochs logged so far, the last evaluation error and the hours spent, of an unfinished run."""
+    if not metrics.is_file():
+        return 0, None, 0.0
+    rows = []
+    for line in metrics.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break
+    if not rows:
+        return 0, None, 0.0
+    last = rows[-1]
+    return len(rows), last.get("test_error", last.get("val_error")), (last.get("elapsed") or 0) / 3600
+
+
+def preset_sets(preset: Path, dotted: str) -> bool:
+    """Whether the preset file itself sets ``dotted`` (e.g. ``trainer.lr_schedule``)."""
+    node = yaml.safe_load(preset.read_text()) or {}
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
