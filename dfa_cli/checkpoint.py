@@ -32,7 +32,7 @@ FORMAT = 1
 # Keys that may differ between the run and its resumption: paths, display and speed settings that
 # change the numbers by float rounding at most (thread count, the fused optimizer), not the protocol.
 MAY_DIFFER = ("resume", "results_dir", "data.root", "data.download", "data.cache_dir", "trainer.progress",
-              "trainer.checkpoint_every", "trainer.threads", "optim.fused")
+              "trainer.checkpoint_every", "trainer.threads", "optim.fused", "trainer.fast_step")
 
 
 def save(path: Path, state: dict) -> None:

@@ -121,6 +121,8 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"trainer.checkpoint_every must be a whole number of epochs (0: only on signals), "
                         f"got {t.checkpoint_every!r}.")
     _positive_int("trainer.threads", t.get("threads"), allow_none=True)
+    if not (t.get("fast_step", "auto") == "auto" or isinstance(t.get("fast_step"), bool)):
+        raise UserError(f"trainer.fast_step must be auto, true or false, got {t.get('fast_step')!r}.")
     _validate_schedule(cfg)
     if not (t.progress == "auto" or isinstance(t.progress, bool)):
         raise UserError(f"trainer.progress must be auto, true or false, got {t.progress!r}.")

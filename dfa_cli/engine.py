@@ -28,6 +28,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .data import Dataset
+from .fast import FastFCStep
 from .losses import per_replica_loss
 from .optim import keep_replicas
 from .progress import Progress
@@ -72,7 +73,7 @@ class Trainer:
                  cuda_graph: bool = False, describe: dict | None = None, progress="auto",
                  checkpoint=None, checkpoint_every: int = 1, meta: dict | None = None,
                  adversarial=None, alignment=None, features=None, eval_train: bool = False,
-                 schedule: LRSchedule | None = None, eval_split: str = "test"):
+                 schedule: LRSchedule | None = None, eval_split: str = "test", fast_step: bool = False):
         self.model, self.optimizer, self.data, self.loss = model, optimizer, data, loss
         self.batch_size, self.max_epochs, self.eval_batch_size = batch_size, max_epochs, eval_batch_size
         self.stop_train_error, self.ema_decay = stop_train_error, ema_decay
@@ -80,6 +81,8 @@ class Trainer:
         self.initial_lr = float(optimizer.param_groups[0]["lr"])
         # "test", or "val" when the evaluation set is the validation split: the records say which
         self.eval_key = "val" if eval_split == "validation" else "test"
+        # the hand-written step of dfa_cli.fast (CPU, fully connected BP/FA/DFA), else autograd
+        self.fast = FastFCStep(model, loss) if fast_step else None
         self.describe, self.progress = dict(describe or {}), progress
         self.device = data.x_train.device
         self.use_graph = cuda_graph and self.device.type == "cuda"
@@ -105,14 +108,17 @@ class Trainer:
         x, y = self.data.x_train[idx], self.data.y_train[idx]
         if self.adversarial is not None:  # FGSM by true BP; the step then sees the perturbed batch only
             x = self.adversarial(self.model, x, y)
-        logits = self.model(x)
-        losses = per_replica_loss(logits, y, self.loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
+        if self.fast is not None:
+            losses, wrong = self.fast(x, y)
+        else:
+            logits = self.model(x)
+            losses = per_replica_loss(logits, y, self.loss)
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            wrong = (logits.argmax(-1) != y).sum(-1)
         self.optimizer.step()
         with torch.no_grad():
-            wrong = (logits.argmax(-1) != y).sum(-1).to(self.acc.dtype)
-            self.acc += torch.stack([losses.detach() * idx.shape[1], wrong], dim=1)
+            self.acc += torch.stack([losses.detach() * idx.shape[1], wrong.to(self.acc.dtype)], dim=1)
 
     def _step(self, idx: torch.Tensor) -> None:
         if self.alignment is not None:  # eager, before the update, never inside the CUDA graph

@@ -20,6 +20,7 @@ from .config import CONFIG_PATH, resolve_device, resolve_seeds, validate
 from .data import load_dataset, preprocess
 from .diagnostics import trainer_options
 from .engine import Trainer
+from .fast import supported as fast_step_supported
 from .errors import UserError
 from .models import build_model, hidden_sizes
 from .optim import build_optimizer, use_fused
@@ -81,6 +82,14 @@ def sweep_threads(hydra_cfg) -> int | None:
     cores = os.cpu_count() or 1
     n_jobs = hydra_cfg.launcher.get("n_jobs") or 1
     return max(1, cores // (cores if n_jobs < 0 else n_jobs))
+
+
+def use_fast_step(setting, model, device: torch.device) -> bool:
+    """``trainer.fast_step``: the hand-written step of :mod:`dfa_cli.fast` (auto: on the CPU)."""
+    if setting is True and not fast_step_supported(model):
+        raise UserError("trainer.fast_step=true needs a fully connected model (model.kind=fc) trained "
+                        "with method=bp, fa or dfa; use trainer.fast_step=auto or false here.")
+    return fast_step_supported(model) and (setting is True or (setting == "auto" and device.type == "cpu"))
 
 
 def describe(cfg: DictConfig, model, data, device, fused: bool = False) -> dict:
@@ -152,6 +161,7 @@ def train(cfg: DictConfig, run_dir, resume: bool | None = None, job_num: int | N
         torch.backends.cudnn.benchmark = True   # fixed shapes every step: let cuDNN pick its fastest kernels
     model = build_model(cfg, data.input_shape, data.n_classes, seeds).to(device)
     fused = use_fused(cfg.optim, device, len(data.x_train) * cfg.trainer.max_epochs) and not use_graph
+    fast = use_fast_step(cfg.trainer.get("fast_step", "auto"), model, device)
     optimizer = build_optimizer(model.parameters(), cfg.optim, capturable=use_graph, fused=fused)
     records = [RunRecord(p) for p in replica_dirs(run_dir, seeds)]
     t = cfg.trainer
@@ -159,7 +169,8 @@ def train(cfg: DictConfig, run_dir, resume: bool | None = None, job_num: int | N
                       batch_size=t.batch_size, max_epochs=t.max_epochs,
                       stop_train_error=t.stop_train_error, ema_decay=t.ema_decay,
                       eval_batch_size=t.eval_batch_size, cuda_graph=use_graph,
-                      describe=describe(cfg, model, data, device, fused), progress=t.progress,
+                      describe={**describe(cfg, model, data, device, fused), "fast_step": fast},
+                      progress=t.progress, fast_step=fast,
                       checkpoint=run_dir / ckpt.CHECKPOINT, checkpoint_every=t.checkpoint_every,
                       meta={"config": config}, schedule=schedule(cfg), eval_split=data.eval_split,
                       **trainer_options(cfg))

@@ -1,26 +1,33 @@
-"""Seconds per training epoch: the usual PyTorch loop vs dfa-cli, single run and stacked seeds.
+"""Seconds per training epoch against the GEMM floor: what dfa-cli's step costs beyond its matrix products.
 
-    python scripts/bench.py                       # fc800x3 and fc240x7, bp and dfa, on this machine's best device
-    python scripts/bench.py --device cpu --train-size 6400 --json bench.json
-    python scripts/bench.py --optim sgd           # the optimizer of DESIGN §6's anchors
+    python scripts/bench.py --device cpu --threads 1               # fc800x1..fc240x100, DFA and BP
+    python scripts/bench.py --device cpu --models fc800x2 --throughput   # + sweep throughput, 1 vs 2 jobs
+    python scripts/bench.py --json bench.json                      # also write the numbers
 
-Every variant trains the same data in this process on the same device: MNIST from
-``--data-root`` / ``$DFA_DATA_DIR`` when it is there (the first ``--train-size`` examples), else
-random data of MNIST's shape; 784 inputs, 10 classes, batch 64, the paper's RMSprop unless
-``--optim sgd``. The clock covers training passes only (no evaluation), after
-warm-up, with the device synchronised at the ends; it runs ``--epochs`` passes over
-``--train-size`` examples and reports seconds per 60,000-example epoch. Stacked rows report
-seconds per model-epoch (the epoch time divided by the number of seeds).
+Every row trains batch 64 on the same data (MNIST from ``--data-root``/``$DFA_DATA_DIR``, the first
+``--train-size`` examples, else random data of its shape), in this process, at ``--threads``, and is
+reported as seconds per 60,000-example training pass (no evaluation), the device synchronised at
+both ends. Rows:
 
-The baseline is the loop most PyTorch code uses: nn.Sequential of nn.Linear/nn.Tanh, a
-DataLoader over a TensorDataset with shuffling, ``loss.backward()`` and ``optimizer.step()`` —
-back-propagation only, since that loop has no other rule.
+- **GEMM floor**: only the step's matrix products, back to back, at the same shapes: forward
+  ``h W`` per layer, weight gradients ``hᵀδ``, and for DFA the one ``e B`` (BP: the input gradients
+  ``δ Wᵀ`` of every layer but the first). Nothing a real step could skip; the yardstick.
+- **dfa-cli**: the engine as ``dfa-run`` runs it on this device (on the CPU: the hand-written step
+  of dfa_cli/fast.py and the fused RMSprop of dfa_cli/optim.py), the paper's RMSprop.
+- **usual PyTorch loop** (``--usual``): nn.Sequential + DataLoader + RMSprop, BP.
+- **stacked** (``--stack N``): N seeds trained at once, per model.
+
+Floor and dfa-cli are timed alternately ``--repeats`` times and the fastest of each is kept, so a
+shared machine's drift hits both alike. ``--throughput`` also runs whole epochs as dfa-run does
+(test pass included) in one job of 2 threads and in two jobs of 1 thread side by side, and reports
+model-epochs per hour for each.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,26 +40,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dfa_cli.data import Dataset, load_dataset  # noqa: E402
 from dfa_cli.engine import Trainer  # noqa: E402
+from dfa_cli.fast import supported  # noqa: E402
 from dfa_cli.models import FCNet  # noqa: E402
+from dfa_cli.optim import FusedRMSprop  # noqa: E402
 from dfa_cli.records import RunRecord, device_name  # noqa: E402
 
-MODELS = {"fc800x3": [800] * 3, "fc240x7": [240] * 7}
-EPOCH = 60000
+MODELS = {"fc800x1": [800], "fc800x2": [800] * 2, "fc800x3": [800] * 3, "fc240x7": [240] * 7,
+          "fc240x100": [240] * 100}
+EPOCH, BATCH = 60000, 64
 
 
 def bench_data(n: int, root, device) -> Dataset:
     """The first ``n`` MNIST examples when ``root`` holds MNIST, else random data of its shape."""
     if root and (Path(root) / "MNIST" / "raw").is_dir():
-        return load_dataset("mnist", root, download=False, subset=n, test_subset=1000).to(device)
+        return load_dataset("mnist", root, download=False, subset=n, test_subset=10000).to(device)
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g)
     return Dataset("random", x, y, x[:1000], y[:1000], (1, 28, 28), 10, "").to(device)
-
-
-def make_optimizer(name: str, params, capturable: bool = False) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=1e-2)
-    return torch.optim.RMSprop(params, lr=1e-4, alpha=0.99, eps=1e-8, capturable=capturable)
 
 
 def sync(device) -> None:
@@ -60,95 +64,184 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def usual_loop(hidden, data: Dataset, epochs: int, device, optim: str) -> float:
-    """The baseline: nn.Sequential + DataLoader + the optimizer, back-propagation."""
+def gemm_floor(sizes: list[int], method: str, steps: int, device) -> float:
+    """Seconds for ``steps`` steps' matrix products alone (see the module's docstring)."""
+    g = torch.Generator().manual_seed(0)
+    w = [(torch.rand(a, b, generator=g) - 0.5).to(device) for a, b in zip(sizes, sizes[1:])]
+    grads = [torch.empty_like(m) for m in w]
+    acts = [torch.rand(BATCH, n, generator=g).to(device) for n in sizes]
+    outs = [torch.empty(BATCH, n, device=device) for n in sizes[1:]]
+    ins = [torch.empty(BATCH, n, device=device) for n in sizes[:-1]]
+    feedback = torch.rand(sizes[-1], sum(sizes[1:-1]), generator=g).to(device)
+    signal = torch.empty(BATCH, feedback.shape[1], device=device)
+
+    def step():
+        for i, m in enumerate(w):
+            torch.mm(acts[i], m, out=outs[i])
+        if method == "dfa":
+            torch.mm(outs[-1], feedback, out=signal)
+        else:
+            for i in range(1, len(w)):
+                torch.mm(outs[i], w[i].t(), out=ins[i])
+        for i, m in enumerate(w):
+            torch.mm(acts[i].t(), outs[i], out=grads[i])
+    for _ in range(min(20, steps)):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def make_trainer(method: str, hidden, data: Dataset, device, seeds, tmp: Path) -> Trainer:
+    """dfa-cli's engine set up as dfa-run sets it up on ``device`` (fast step and fused RMSprop on the CPU)."""
+    model = FCNet([784, *hidden, 10], "tanh", method, seeds, init="uniform").to(device)
+    cpu = device.type == "cpu"
+    opt = (FusedRMSprop(model.parameters(), lr=1e-4, alpha=0.99, eps=1e-8) if cpu else
+           torch.optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.99, eps=1e-8, capturable=True))
+    records = [RunRecord(tmp / f"{method}-{len(seeds)}-{s}-{time.time_ns()}") for s in seeds]
+    return Trainer(model, opt, data, records, list(seeds), cuda_graph=not cpu, progress=False,
+                   fast_step=cpu and supported(model))
+
+
+def timed_pass(trainer: Trainer, device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    trainer._train_epoch(1)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def usual_loop(hidden, data: Dataset, device) -> float:
+    """The baseline: nn.Sequential + DataLoader + RMSprop, back-propagation; one timed pass."""
     layers, n_in = [], 784
     for width in hidden:
         layers += [nn.Linear(n_in, width), nn.Tanh()]
         n_in = width
     model = nn.Sequential(*layers, nn.Linear(n_in, 10)).to(device)
-    opt = make_optimizer(optim, model.parameters())
-    dataset = torch.utils.data.TensorDataset(data.x_train.cpu(), data.y_train.cpu())
-    loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True)
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.99, eps=1e-8)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x_train.cpu(), data.y_train.cpu()),
+                                         batch_size=BATCH, shuffle=True)
     loss_fn = nn.BCEWithLogitsLoss()
 
-    def one_epoch():
+    def one_pass():
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             loss = loss_fn(model(x), nn.functional.one_hot(y, 10).float())
             opt.zero_grad()
             loss.backward()
             opt.step()
-    one_epoch()  # warm-up
+    one_pass()
     sync(device)
     start = time.perf_counter()
-    for _ in range(epochs):
-        one_epoch()
+    one_pass()
     sync(device)
-    return (time.perf_counter() - start) / epochs
+    return time.perf_counter() - start
 
 
-def dfa_cli_loop(method: str, hidden, data: Dataset, epochs: int, device, seeds, graph: bool,
-                 tmp: Path, optim: str) -> float:
-    """dfa-cli's engine: the same model and optimizer, R stacked seeds, CUDA graph where asked."""
-    model = FCNet([784, *hidden, 10], "tanh", method, seeds, init="uniform").to(device)
-    opt = make_optimizer(optim, model.parameters(), capturable=graph)
-    records = [RunRecord(tmp / f"{method}-{len(seeds)}-{s}") for s in seeds]
-    trainer = Trainer(model, opt, data, records, list(seeds), cuda_graph=graph, progress=False)
-    trainer._train_epoch(0)  # warm-up (and graph capture)
-    sync(device)
+def measure(args, data: Dataset, device, tmp: Path) -> list[dict]:
+    scale, steps = EPOCH / len(data.x_train), len(data.x_train) // BATCH
+    rows = []
+    for model_name in args.models.split(","):
+        hidden = MODELS[model_name]
+        for method in args.methods.split(","):
+            trainer = make_trainer(method, hidden, data, device, [0], tmp)
+            trainer._train_epoch(0)                       # warm-up: compiles the fused optimizer
+            floor = ours = float("inf")
+            for _ in range(args.repeats):                  # alternate, keep the fastest of each
+                floor = min(floor, gemm_floor([784, *hidden, 10], method, steps, device))
+                ours = min(ours, timed_pass(trainer, device))
+            rows += [{"model": model_name, "method": method, "variant": "GEMM floor", "s_per_epoch": scale * floor},
+                     {"model": model_name, "method": method, "variant": "dfa-cli", "s_per_epoch": scale * ours}]
+            if args.stack > 1:
+                stacked = make_trainer(method, hidden, data, device, list(range(args.stack)), tmp)
+                stacked._train_epoch(0)
+                t = min(timed_pass(stacked, device) for _ in range(args.repeats))
+                rows.append({"model": model_name, "method": method, "variant": f"dfa-cli, {args.stack} stacked (per model)",
+                             "s_per_epoch": scale * t / args.stack})
+            print(f"  done {model_name} {method}", file=sys.stderr, flush=True)
+        if args.usual:
+            rows.append({"model": model_name, "method": "bp", "variant": "usual PyTorch loop",
+                         "s_per_epoch": scale * usual_loop(hidden, data, device)})
+    for r in rows:   # (the usual loop is BP: without a BP floor row it has no ratio)
+        floor = [f["s_per_epoch"] for f in rows if f["model"] == r["model"]
+                 and f["method"] == r["method"] and f["variant"] == "GEMM floor"]
+        r["vs_floor"] = r["s_per_epoch"] / floor[0] if floor else None
+    return rows
+
+
+def throughput(args) -> list[dict]:
+    """Model-epochs per hour on this machine: one job of 2 threads vs two 1-thread jobs at once."""
+    results = []
+    for model_name in args.models.split(","):
+        for jobs, threads in ((1, 2), (2, 1)):
+            cmd = [sys.executable, __file__, "--worker", "--models", model_name, "--methods", "dfa",
+                   "--threads", str(threads), "--train-size", str(args.train_size), "--device", "cpu"]
+            start = time.perf_counter()
+            procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(jobs)]
+            seconds = [float(p.communicate()[0].split()[-1]) for p in procs]
+            wall = time.perf_counter() - start
+            per_epoch = max(seconds)                      # a job's whole epoch, test pass included
+            results.append({"model": model_name, "method": "dfa", "jobs": jobs, "threads_per_job": threads,
+                            "s_per_epoch_per_job": per_epoch, "model_epochs_per_hour": jobs * 3600 / per_epoch,
+                            "wall_seconds": wall})
+    return results
+
+
+def worker(args) -> None:
+    """One whole epoch as dfa-run trains it (training pass and test pass), scaled to 60k examples."""
+    device = torch.device("cpu")
+    data = bench_data(args.train_size, args.data_root, device)
+    trainer = make_trainer("dfa", MODELS[args.models], data, device, [0], Path(tempfile.mkdtemp(prefix="dfa-bench-")))
+    trainer._train_epoch(0)
     start = time.perf_counter()
-    for _ in range(epochs):
-        trainer._train_epoch(1)
-    sync(device)
-    return (time.perf_counter() - start) / epochs
+    trainer._train_epoch(1)
+    train_pass = (time.perf_counter() - start) * EPOCH / len(data.x_train)
+    start = time.perf_counter()
+    trainer.evaluate(data.x_test, data.y_test)
+    print(train_pass + time.perf_counter() - start)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--models", default="fc800x3,fc240x7")
+    p.add_argument("--models", default="fc800x1,fc800x2,fc800x3,fc240x7,fc240x100")
     p.add_argument("--methods", default="dfa,bp")
-    p.add_argument("--stack", type=int, default=16, help="seeds in the stacked variant (0: skip)")
-    p.add_argument("--train-size", type=int, default=EPOCH, help="examples per timed pass")
-    p.add_argument("--epochs", type=int, default=3, help="timed passes after one warm-up pass")
-    p.add_argument("--optim", choices=("rmsprop", "sgd"), default="rmsprop",
-                   help="rmsprop: the paper's (lr 1e-4); sgd: plain SGD, as DESIGN §6's anchors")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--stack", type=int, default=0, help="also N stacked seeds (0/1: skip)")
+    p.add_argument("--usual", action="store_true", help="also the usual PyTorch loop (BP)")
+    p.add_argument("--train-size", type=int, default=6400, help="examples per timed pass")
+    p.add_argument("--repeats", type=int, default=3, help="alternating timings of floor and dfa-cli")
+    p.add_argument("--throughput", action="store_true", help="also model-epochs/hour, 1 job x 2 threads vs 2 x 1")
     p.add_argument("--data-root", default=os.environ.get("DFA_DATA_DIR"),
                    help="MNIST in torchvision's layout (default $DFA_DATA_DIR); random data without it")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        return worker(args)
     device = torch.device(args.device)
-    graph = device.type == "cuda"
     data = bench_data(args.train_size, args.data_root, device)
-    scale = EPOCH / args.train_size
-    tmp = Path(tempfile.mkdtemp(prefix="dfa-bench-"))   # the engine wants record folders
-    rows = []
-    for model_name in args.models.split(","):
-        hidden = MODELS[model_name]
-        rows.append({"model": model_name, "method": "bp", "variant": "usual PyTorch loop",
-                     "s_per_epoch": scale * usual_loop(hidden, data, args.epochs, device, args.optim)})
-        # Single runs first, stacked runs last: a big stacked run leaves the allocator in a state
-        # that slowed a later single run by ~30% on the CPU.
-        variants = [(m, 1) for m in args.methods.split(",")]
-        variants += [(m, args.stack) for m in args.methods.split(",") if args.stack]
-        for method, n in variants:
-            t = dfa_cli_loop(method, hidden, data, args.epochs, device, list(range(n)), graph, tmp, args.optim)
-            label = "dfa-cli single run" if n == 1 else f"dfa-cli {n} stacked seeds (per model)"
-            rows.append({"model": model_name, "method": method, "variant": label, "s_per_epoch": scale * t / n})
-            print(f"  done {model_name} {method} {label}", file=sys.stderr)
-    name = device_name(device)
-    info = {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "data": data.name, "optim": args.optim,
-            "train_size": args.train_size, "epochs": args.epochs,
-            "cuda_graph": graph, "rows": rows}
-    print(f"{name} ({device}), torch {torch.__version__}, {data.name} data, {args.optim}, batch 64, "
-          f"seconds per 60k-example epoch")
-    print(f"{'model':9} {'method':6} {'variant':42} {'s/epoch':>9} {'vs usual':>9}")
+    rows = measure(args, data, device, Path(tempfile.mkdtemp(prefix="dfa-bench-")))
+    info = {"device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "data": data.name, "train_size": args.train_size,
+            "repeats": args.repeats, "rows": rows}
+    print(f"{info['device_name']} ({device}), {info['threads']} thread(s), torch {torch.__version__}, "
+          f"{data.name} data, RMSprop, batch {BATCH}; seconds per 60k-example training pass")
+    print(f"{'model':10} {'method':6} {'variant':36} {'s/epoch':>9} {'× floor':>8}")
     for r in rows:
-        base = next(b["s_per_epoch"] for b in rows if b["model"] == r["model"] and b["variant"].startswith("usual"))
-        print(f"{r['model']:9} {r['method']:6} {r['variant']:42} {r['s_per_epoch']:9.4f} "
-              f"{base / r['s_per_epoch']:8.2f}x")
+        ratio = "—" if r["vs_floor"] is None else f"{r['vs_floor']:.2f}"
+        print(f"{r['model']:10} {r['method']:6} {r['variant']:36} {r['s_per_epoch']:9.3f} {ratio:>8}")
+    if args.throughput and device.type == "cpu":
+        info["throughput"] = throughput(args)
+        print("\nsweep throughput (whole epochs with the test pass, DFA):")
+        for t in info["throughput"]:
+            print(f"{t['model']:10} {t['jobs']} job(s) x {t['threads_per_job']} thread(s): "
+                  f"{t['s_per_epoch_per_job']:.2f} s/epoch per job, {t['model_epochs_per_hour']:.0f} model-epochs/hour")
     if args.json:
         args.json.write_text(json.dumps(info, indent=2) + "\n")
 

@@ -89,11 +89,12 @@ def test_graph_replays_survive_a_stacked_seed_stopping(fake_mnist, tmp_path, mon
 def test_benchmark_script_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--device", "cpu",
-                           "--models", "fc240x7", "--train-size", "256", "--epochs", "1", "--stack", "2",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+                           "--models", "fc240x7", "--methods", "dfa", "--train-size", "256", "--repeats", "1",
+                           "--stack", "2", "--usual", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["rows"]
     variants = {(r["method"], r["variant"]) for r in rows}
-    assert ("bp", "usual PyTorch loop") in variants and ("dfa", "dfa-cli single run") in variants
-    assert all(r["s_per_epoch"] > 0 for r in rows)
-    assert "usual PyTorch loop" in proc.stdout
+    assert {("dfa", "GEMM floor"), ("dfa", "dfa-cli"), ("bp", "usual PyTorch loop")} <= variants
+    assert all(r["s_per_epoch"] > 0 and (r["vs_floor"] or 1) > 0 for r in rows)
+    assert next(r for r in rows if r["variant"] == "GEMM floor")["vs_floor"] == 1.0
+    assert "× floor" in proc.stdout

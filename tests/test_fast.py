@@ -1,0 +1,112 @@
+"""The CPU's hand-written step (dfa_cli.fast) computes what autograd through dfa_cli.rules computes."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from dfa_cli.fast import FastFCStep, supported
+from dfa_cli.losses import per_replica_loss
+from dfa_cli.models import FCNet
+from dfa_cli.run import train
+
+from test_engine import quick, read_metrics
+from test_rules import reference_grads
+
+SIZES = [12, 9, 7, 5, 4]
+
+
+def _net(method, activation, seeds, dropout, dtype):
+    net = FCNet(SIZES, activation, method, seeds, init="uniform",
+                dropout_input=0.2 if dropout else 0.0, dropout_hidden=0.5 if dropout else 0.0)
+    return net.to(dtype)
+
+
+def _batch(replicas, dtype, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(replicas, 16, SIZES[0], generator=g, dtype=dtype),
+            torch.randint(0, SIZES[-1], (replicas, 16), generator=g))
+
+
+def _autograd(net, x, y, loss):
+    net.zero_grad(set_to_none=True)
+    torch.manual_seed(11)
+    losses = per_replica_loss(net(x), y, loss)
+    losses.sum().backward()
+    return losses.detach(), [p.grad.clone() for p in net.parameters()]
+
+
+def _fast(net, x, y, loss):
+    torch.manual_seed(11)            # the same dropout masks: same calls, same order
+    losses, _ = FastFCStep(net, loss)(x, y)
+    return losses, [p.grad.clone() for p in net.parameters()]
+
+
+CASES = list(itertools.product(["bp", "fa", "dfa"], ["tanh", "logistic", "relu"], [False, True], [1, 3]))
+
+
+@pytest.mark.parametrize("method, activation, dropout, replicas", CASES)
+def test_fast_step_equals_autograd(method, activation, dropout, replicas):
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        net = _net(method, activation, list(range(replicas)), dropout, dtype)
+        x, y = _batch(replicas, dtype)
+        net.train()
+        loss_a, grads_a = _autograd(net, x, y, "bce")
+        loss_f, grads_f = _fast(net, x, y, "bce")
+        torch.testing.assert_close(loss_f, loss_a, rtol=tol, atol=tol)
+        for ga, gf in zip(grads_a, grads_f):
+            torch.testing.assert_close(gf, ga, rtol=tol, atol=tol)
+        assert any(g.abs().sum() > 0 for g in grads_f[:len(SIZES) - 2])   # hidden layers do learn
+
+
+@pytest.mark.parametrize("method", ["bp", "fa", "dfa"])
+def test_fast_step_against_the_hand_computation(method):
+    """The float64 reference of test_rules (paper notation, example by example)."""
+    sizes = [5, 4, 3, 2]
+    net = FCNet(sizes, "tanh", method, [0], init="uniform").double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 6, sizes[0], generator=g, dtype=torch.float64)
+    y = torch.randint(0, sizes[-1], (1, 6), generator=g)
+    FastFCStep(net, "bce")(x, y)
+    got = [w.grad[0].T for w in net.weights] + [b.grad[0, 0] for b in net.biases]
+    for a, b in zip(got, reference_grads(net, x, y, method)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fast_step_with_softmax_cross_entropy():
+    net = _net("dfa", "tanh", [0, 1], False, torch.float64)
+    x, y = _batch(2, torch.float64)
+    _, grads_a = _autograd(net, x, y, "ce")
+    _, grads_f = _fast(net, x, y, "ce")
+    for ga, gf in zip(grads_a, grads_f):
+        torch.testing.assert_close(gf, ga, rtol=1e-12, atol=1e-12)
+
+
+def test_dfa_fast_step_is_dfa_not_bp():
+    """Silent fallback to BP is the field's classic bug: layer 1's DFA gradient is
+    x_ᵀ[(e B_1) ⊙ f′(a_1)], computed here directly, and differs from BP's on the same weights."""
+    net = _net("dfa", "tanh", [0], False, torch.float64)
+    bp = _net("bp", "tanh", [0], False, torch.float64)
+    x, y = _batch(1, torch.float64)
+    FastFCStep(net)(x, y)
+    FastFCStep(bp)(x, y)
+    assert not torch.allclose(net.weights[0].grad, bp.weights[0].grad)
+    h1 = torch.tanh(torch.baddbmm(net.biases[0], x, net.weights[0]))
+    e = (torch.sigmoid(net.eval()(x)) - torch.nn.functional.one_hot(y, SIZES[-1]).double()) / x.shape[1]
+    delta1 = (e @ net.feedback[..., :SIZES[1]]) * (1 - h1 ** 2)
+    torch.testing.assert_close(net.weights[0].grad, x.transpose(1, 2) @ delta1)
+
+
+def test_only_the_rules_it_knows():
+    assert supported(FCNet([4, 3, 2], "tanh", "dfa", [0]))
+    assert not supported(FCNet([4, 3, 2], "tanh", "ifa", [0]))
+
+
+def test_a_run_with_the_fast_step_records_what_autograd_records(fake_mnist, tmp_path):
+    fast = train(quick(fake_mnist, "method=dfa", "dropout=paper", "trainer.fast_step=true"), tmp_path / "f")[0]
+    slow = train(quick(fake_mnist, "method=dfa", "dropout=paper", "trainer.fast_step=false"), tmp_path / "s")[0]
+    assert fast["fast_step"] is True and slow["fast_step"] is False
+    for a, b in zip(read_metrics(tmp_path / "f"), read_metrics(tmp_path / "s")):
+        for key in ("train_loss", "test_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5)
