@@ -26,6 +26,12 @@ from .models import FCNet, activation_derivative, dropout_mask
 RULES = ("bp", "fa", "dfa")
 
 
+def tanh_(a: torch.Tensor) -> torch.Tensor:
+    """tanh in place as 2σ(2a) − 1: torch's CPU tanh kernel takes 3× as long as its sigmoid; this
+    agrees with it to 2·10⁻⁷ (two units in the last place at 1)."""
+    return torch.sigmoid(a.mul_(2), out=a).mul_(2).sub_(1)
+
+
 def supported(model) -> bool:
     return isinstance(model, FCNet) and model.method in RULES
 
@@ -61,13 +67,13 @@ class FastFCStep:
         if x.dim() == 2:
             x = x.expand(net.replicas, *x.shape)
         outs = self._activations(x)
-        f = torch.tanh if net.activation == "tanh" else torch.sigmoid if net.activation == "logistic" else None
+        f = {"tanh": tanh_, "logistic": torch.sigmoid_, "relu": torch.relu_}[net.activation]
         # forward, keeping each layer's input h_{i-1}, its f(a_i) and its dropout mask
         h = x * dropout_mask(x, net.dropout_input) if net.dropout_input > 0 else x
         inputs, acts, masks = [h], [], []
         for i in range(n_hidden):
             a = torch.baddbmm(biases[i], h, weights[i], out=outs[i])
-            act = f(a, out=a) if f is not None else a.clamp_(min=0)
+            act = f(a)
             mask = dropout_mask(act, net.dropout_hidden) if net.dropout_hidden > 0 else None
             h = act * mask if mask is not None else act
             acts.append(act)

@@ -17,11 +17,10 @@ FUSED_AUTO_MIN_EXAMPLES = 2_000_000   # optim.fused=auto: compile only when the 
 log = logging.getLogger(__name__)
 
 
-def _rmsprop_update(params, grads, square_avgs, lr, alpha: float, eps: float) -> None:
+def _rmsprop_update(param, grad, square_avg, lr, alpha: float, eps: float) -> None:
     """torch's RMSprop without momentum, written out: v ← αv + (1−α)g², p ← p − lr·g/(√v + ε)."""
-    for p, g, v in zip(params, grads, square_avgs):
-        v.mul_(alpha).addcmul_(g, g, value=1 - alpha)
-        p.sub_(lr * (g / (v.sqrt() + eps)))
+    square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+    param.sub_(lr * (grad / (square_avg.sqrt() + eps)))
 
 
 _compiled_update = None
@@ -37,40 +36,72 @@ def _update_function():
 class FusedRMSprop(torch.optim.RMSprop):
     """RMSprop (no momentum, not centered, no weight decay) as one compiled kernel per step.
 
-    The state (``step``, ``square_avg``) is torch's, so ``state_dict``/``load_state_dict`` and
-    :func:`keep_replicas` work unchanged. When compiling fails (no C++ compiler), it says so once
-    and steps as torch's RMSprop does.
+    The parameters, their gradients and the running averages are views into three flat buffers,
+    so a step is one pass over three tensors, whatever the number of layers. A gradient that is not
+    its view (autograd made a new one) is copied in first. The state (``step``, ``square_avg``) is
+    torch's, so ``state_dict``/``load_state_dict`` and :func:`keep_replicas` work unchanged (the
+    views are rebuilt when they no longer hold). When compiling fails (no C++ compiler), it says so
+    once and steps as torch's RMSprop does.
     """
 
     def __init__(self, params, lr: float, alpha: float, eps: float):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps)
         self._lr = torch.zeros(())   # a tensor, so that an LR schedule never triggers a recompile
         self._fallback = False
+        self._flat = None            # (param ids, flat p, flat g, flat v, steps, grad views) once built
+
+    def _flatten(self, params: list) -> None:
+        """Make ``params``, their grads and square averages views of three flat buffers."""
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["square_avg"] = torch.zeros_like(p)
+        flat = [torch.cat([t.detach().reshape(-1) for t in ts])
+                for ts in (params, [p.grad for p in params], [self.state[p]["square_avg"] for p in params])]
+        offset, grads = 0, []
+        for p in params:
+            n = p.numel()
+            p.data = flat[0][offset:offset + n].view_as(p)
+            p.grad = flat[1][offset:offset + n].view_as(p)
+            self.state[p]["square_avg"] = flat[2][offset:offset + n].view_as(p)
+            grads.append(p.grad)
+            offset += n
+        self._flat = ([id(p) for p in params], *flat, [self.state[p]["step"] for p in params], grads)
+
+    def _views_hold(self, params: list) -> bool:
+        if self._flat is None or self._flat[0] != [id(p) for p in params]:
+            return False
+        flat_p, flat_v = self._flat[1], self._flat[3]
+        return all(p.data_ptr() - flat_p.data_ptr() == self.state[p]["square_avg"].data_ptr() - flat_v.data_ptr()
+                   and p.data.untyped_storage().data_ptr() == flat_p.untyped_storage().data_ptr()
+                   for p in (params[0], params[-1]))
 
     @torch.no_grad()
     def step(self, closure=None):
         if self._fallback:
             return super().step(closure)
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-            self._lr.fill_(group["lr"])
-            try:
-                _update_function()(params, [p.grad for p in params],
-                                   [self.state[p]["square_avg"] for p in params],
-                                   self._lr, group["alpha"], group["eps"])
-            except Exception as err:  # inductor needs a working C++ compiler
-                log.warning(f"optim.fused: compiling the RMSprop step failed ({type(err).__name__}); "
-                            f"using torch's RMSprop instead (same numbers, slower).")
-                self._fallback = True
-                for p in params:
-                    self.state[p]["step"] -= 1
-                return super().step(closure)
+        group = self.param_groups[0]
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if len(self.param_groups) > 1 or not params:
+            return super().step(closure)
+        if not self._views_hold(params):
+            self._flatten(params)
+        _, flat_p, flat_g, flat_v, steps, grads = self._flat
+        for p, view in zip(params, grads):   # autograd's fresh gradients are copied into their views
+            if p.grad is not view:
+                view.copy_(p.grad)
+                p.grad = view
+        torch._foreach_add_(steps, 1)
+        self._lr.fill_(group["lr"])
+        try:
+            _update_function()(flat_p, flat_g, flat_v, self._lr, group["alpha"], group["eps"])
+        except Exception as err:  # inductor needs a working C++ compiler
+            log.warning(f"optim.fused: compiling the RMSprop step failed ({type(err).__name__}); "
+                        f"using torch's RMSprop instead (same numbers, slower).")
+            self._fallback = True
+            torch._foreach_add_(steps, -1)
+            return super().step(closure)
         return None
 
 

@@ -62,3 +62,22 @@ def test_a_fused_run_records_what_a_plain_run_records(fake_mnist, tmp_path):
     assert fused["fused_optimizer"] is True and plain["fused_optimizer"] is False
     for key in ("train_loss", "test_loss"):
         assert fused[key] == pytest.approx(plain[key], rel=1e-5)
+
+
+def test_fused_rmsprop_survives_a_stacked_seed_stopping_and_a_state_reload():
+    """The flat views are rebuilt when the parameters are sliced or the state is replaced."""
+    net, opt = _steps(FusedRMSprop, "dfa", steps=3)
+    plain, plain_opt = _steps(torch.optim.RMSprop, "dfa", steps=3)
+    keep = torch.tensor([1])
+    for o, n in ((opt, net), (plain_opt, plain)):
+        keep_replicas(o, keep)
+        n.keep_replicas(keep)
+    opt.load_state_dict(opt.state_dict())          # a resume: fresh state tensors
+    g = torch.Generator().manual_seed(9)
+    x, y = torch.rand(1, 8, 20, generator=g), torch.randint(0, 4, (1, 8), generator=g)
+    for n, o in ((net, opt), (plain, plain_opt)):
+        o.zero_grad(set_to_none=True)
+        per_replica_loss(n(x), y, "bce").sum().backward()
+        o.step()
+    for a, b in zip(net.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
