@@ -142,8 +142,9 @@ class Campaign:
             return
         tail = self._log_tail(job)
         if "different config" in tail and not self.stopping and job.name not in self.failed:
-            stale = self.run_dir(job).with_name(f"{job.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-            self.run_dir(job).rename(stale)
+            run_dir = self.run_dir(job)
+            stale = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            run_dir.rename(stale)
             self.say(f"restart {job.name}: its checkpoint was made under a different config (kept in {stale.name})")
             self.failed[job.name] = "restarted"
             self.start(job)

@@ -1,0 +1,120 @@
+"""The resumable campaign (dfa_cli/campaign.py, scripts/reproduce.py): order, records, resumption."""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dfa_cli.campaign import Campaign, Job, stage_order
+
+from conftest import REPO
+
+spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts" / "reproduce.py")
+reproduce = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(reproduce)
+
+
+def tiny_jobs(root: Path, epochs: int = 3) -> list[Job]:
+    base = [f"data.root={root}", "data.download=false", "model=fc800x1", "model.width=16",
+            f"trainer.max_epochs={epochs}", "device=cpu"]
+    return [Job("mnist/a_dfa_s0", base + ["method=dfa"], (0,)),
+            Job("mnist/b_bp_s1", base + ["method=bp"], (1,)),
+            Job("mnist/c_fa_s0-1", base + ["method=fa"], (0, 1), record_names=["mnist/c_fa_s0", "mnist/c_fa_s1"])]
+
+
+def test_table1_plan_orders_seed_0_of_every_cell_first_cheapest_first():
+    jobs = reproduce.table1_jobs([0, 1, 2, 3, 4])
+    names = [j.name for j in jobs]
+    seeds = [j.seeds[0] for j in jobs]
+    first_pass = 28 + 2 + len(reproduce.SEARCH)           # 30 cells (100x240 BP/FA bounded) + the search
+    assert seeds[:first_pass] == [0] * first_pass
+    assert set(seeds[first_pass:first_pass + 2 * 28]) == {1, 2} and set(seeds[first_pass + 56:]) == {3, 4}
+    costs = [j.cost for j in jobs[:first_pass]]
+    assert costs == sorted(costs)
+    assert names[0].startswith("mnist/fc800x1_tanh_") and names[first_pass - 1] == "mnist/fc240x100_tanh_dfa_s0"
+    deep_bp = next(j for j in jobs if j.name == "mnist/fc240x100_tanh_bp_s0")
+    assert "trainer.max_epochs=30" in deep_bp.overrides
+    assert not any(j.name.startswith("mnist/fc240x100_tanh_bp_s1") for j in jobs)   # one seed only
+    search = [j for j in jobs if j.name.startswith("mnist-validation/")]
+    assert len(search) == 5 and all("data.split=validation" in j.overrides for j in search)
+
+
+def test_the_dropout_row_waits_until_its_preset_names_the_chosen_schedule(tmp_path, monkeypatch):
+    preset = tmp_path / f"{reproduce.DROPOUT_ROW}.yaml"
+    preset.write_text("# @package _global_\ndropout:\n  input: 0.1\ntrainer:\n  max_epochs: 300\n")
+    monkeypatch.setattr(reproduce, "PRESETS", tmp_path)
+    dropout = [j for j in reproduce.table1_jobs([0]) if reproduce.DROPOUT_ROW in j.name and j.name.startswith("mnist/")]
+    assert dropout and all(j.waits_for and "validation" in j.waits_for for j in dropout)
+    preset.write_text("# @package _global_\ntrainer:\n  lr_schedule: step\n")
+    assert all(j.waits_for is None for j in reproduce.table1_jobs([0]) if reproduce.DROPOUT_ROW in j.name)
+
+
+def test_stage_order_handles_any_seeds():
+    jobs = [(s, Job(f"j{s}_{c}", [], (s,), cost=c)) for s in (7, 3, 0, 1) for c in (2.0, 1.0)]
+    assert [j.name for j in stage_order(jobs, [0, 1, 3, 7])] == [
+        "j0_1.0", "j0_2.0", "j1_1.0", "j1_2.0", "j3_1.0", "j3_2.0", "j7_1.0", "j7_2.0"]
+
+
+def test_campaign_runs_collects_records_and_skips_what_is_done(fake_mnist, tmp_path):
+    out = io.StringIO()
+    records, state = tmp_path / "records", tmp_path / "state"
+    assert Campaign(tiny_jobs(fake_mnist), records, state, out=out).run() == 0
+    names = ["a_dfa_s0", "b_bp_s1", "c_fa_s0", "c_fa_s1"]
+    for name in names:
+        folder = records / "mnist" / name
+        assert sorted(p.name for p in folder.iterdir()) == [".hydra", "metrics.jsonl", "summary.json"]
+        assert len((folder / "metrics.jsonl").read_text().splitlines()) == 3
+    assert json.loads((records / "mnist/c_fa_s1/summary.json").read_text())["seed"] == 1
+    assert json.loads((records / "mnist/a_dfa_s0/summary.json").read_text())["threads"] == 1
+    again = io.StringIO()
+    assert Campaign(tiny_jobs(fake_mnist), records, state, out=again).run() == 0
+    assert "start" not in again.getvalue()                                   # nothing rerun
+    rows = Campaign(tiny_jobs(fake_mnist), records, state).status()
+    assert [r["job"] for r in rows] == [f"mnist/{n}" for n in names] and {r["state"] for r in rows} == {"done"}
+
+
+def test_a_stopped_campaign_resumes_its_runs_from_their_checkpoints(fake_mnist, tmp_path):
+    """SIGTERM to the runner: every job checkpoints; the same command then finishes them."""
+    records, state = tmp_path / "records", tmp_path / "state"
+    script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r})\n"
+              "from pathlib import Path\nfrom test_campaign import tiny_jobs\nfrom dfa_cli.campaign import Campaign\n"
+              f"sys.exit(Campaign(tiny_jobs(Path({str(fake_mnist)!r}), epochs=400)[:1], Path({str(records)!r}), "
+              f"Path({str(state)!r})).run())\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    metrics = state / "runs" / "mnist" / "a_dfa_s0" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert "paused mnist/a_dfa_s0" in output
+    done_before = len(metrics.read_text().splitlines())
+    assert not (records / "mnist" / "a_dfa_s0").exists() and (state / "runs/mnist/a_dfa_s0/checkpoint.pt").exists()
+    out = io.StringIO()
+    assert Campaign(tiny_jobs(fake_mnist, epochs=400)[:1], records, state, out=out).run() == 0
+    assert "resume mnist/a_dfa_s0" in out.getvalue()
+    rows = (records / "mnist/a_dfa_s0/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) > done_before
+
+
+def test_a_run_from_a_changed_config_is_set_aside_and_started_over(fake_mnist, tmp_path):
+    records, state = tmp_path / "records", tmp_path / "state"
+    job = tiny_jobs(fake_mnist)[0]
+    Campaign([job], records, state).run()
+    (records / "mnist/a_dfa_s0/summary.json").unlink()                     # not done, as if never collected
+    (state / "runs/mnist/a_dfa_s0/summary.json").unlink()
+    changed = Job(job.name, job.overrides + ["optim.lr=0.0003"], job.seeds)
+    out = io.StringIO()
+    assert Campaign([changed], records, state, out=out).run() == 0
+    assert "different config" in out.getvalue()
+    assert json.loads((records / "mnist/a_dfa_s0/summary.json").read_text())["lr"] == pytest.approx(3e-4)
+    assert list((state / "runs" / "mnist").glob("a_dfa_s0.stale-*"))
