@@ -14,7 +14,8 @@ from omegaconf import DictConfig, ListConfig
 from .data import INPUT_SHAPES, PREPROCESS, SPLITS
 from .errors import UserError
 from .losses import LOSSES
-from .models import ACTIVATIONS, IFA_ON_CONV, METHODS, STACKING, conv_map_shapes
+from .models import ACTIVATIONS, IFA_ON_CONV, LATER_RULES, METHODS, STACKING, conv_map_shapes, rule_on_conv
+from .rules import FEEDBACK_KINDS
 from .optim import OPTIMIZERS
 from .schedule import SCHEDULES
 
@@ -70,6 +71,8 @@ def _validate_conv(cfg: DictConfig) -> None:
     m = cfg.model
     if cfg.method.name == "ifa":
         raise UserError(IFA_ON_CONV)
+    if cfg.method.name in LATER_RULES:
+        raise UserError(rule_on_conv(cfg.method.name))
     _choice("model.stack", m.get("stack", "loop"), STACKING)
     _int_list("model.channels", m.get("channels"))
     _int_list("model.fc", m.get("fc"), allow_empty=True)
@@ -91,6 +94,7 @@ def _validate_conv(cfg: DictConfig) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`UserError` for the first setting that cannot run."""
     _choice("method.name", cfg.method.name, METHODS)
+    _validate_feedback(cfg)
     _choice("model.activation", cfg.model.activation, tuple(ACTIVATIONS))
     kind = cfg.model.get("kind", "fc")
     _choice("model.kind", kind, MODEL_KINDS)
@@ -136,6 +140,21 @@ def validate(cfg: DictConfig) -> None:
     _optimizer_settings(cfg.optim)
     _validate_diagnostics(cfg)
     resolve_seeds(cfg)
+
+
+def _validate_feedback(cfg: DictConfig) -> None:
+    """method.feedback and method.density: DFA's fixed random matrices, so DFA only."""
+    kind, density = cfg.method.get("feedback", "uniform"), cfg.method.get("density", 1.0)
+    _choice("method.feedback", kind, FEEDBACK_KINDS)
+    _number("method.density", density, 0, 1, low_open=True)
+    name = cfg.method.name
+    if name != "dfa" and (kind != "uniform" or density != 1):
+        what = f"method.feedback={kind}" if kind != "uniform" else f"method.density={density}"
+        raise UserError(f"{what} sets how DFA's feedback matrices are drawn, so it applies to method=dfa "
+                        f"only, not method={name}.")
+    if cfg.init.name == "zero" and name in ("shallow", "usf", "brsf", "frsf"):
+        why = ("its hidden layers never learn" if name == "shallow" else "sign(0) = 0 gives it no feedback")
+        raise UserError(f"init=zero cannot train method={name}: {why}; use init=paper or uniform.")
 
 
 def _validate_schedule(cfg: DictConfig) -> None:

@@ -80,7 +80,7 @@ def _gradients(model, x, y, loss: str, adversarial=None):
     if adversarial is not None:
         x = adversarial(model, x, y)
     pre: list[torch.Tensor] = []
-    logits = model(x, pre_activations=pre)
+    logits = model(x, pre_activations=pre, targets=y)
     total = per_replica_loss(logits, y, loss).sum()
     n = len(pre)
     weights = list(model.weights)[:n]

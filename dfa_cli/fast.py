@@ -8,8 +8,10 @@ computes the same update as autograd through :mod:`dfa_cli.rules` does, written 
 - forward: ``a_i = h_{i-1} W_i + b_i``, ``h_i = f(a_i) ⊙ m_i`` (``m_i`` the dropout mask, drawn by
   the same calls in the same order as the model's forward, so the masks are the same);
 - output error ``e = ∂loss/∂a_y`` (sigmoid or softmax minus the one-hot target, over the batch);
-- hidden signal ``g_i``: DFA ``(e B)`` sliced per layer, from one matmul; BP ``δ_{i+1} W_{i+1}ᵀ``;
-  FA ``δ_{i+1} B_{i+1}ᵀ``; then ``δ_i = g_i ⊙ m_i ⊙ f′(a_i)``;
+- hidden signal ``g_i``: DFA ``(e B)`` sliced per layer, from one matmul (DRTP: ``y* B``); BP
+  ``δ_{i+1} W_{i+1}ᵀ``; FA ``δ_{i+1} B_{i+1}ᵀ`` (sign symmetry: ``B`` from ``sign(W_{i+1})``, made
+  in the forward pass where the model makes it, so brSF draws the same magnitudes); then
+  ``δ_i = g_i ⊙ m_i ⊙ f′(a_i)``; shallow: none, the hidden gradients stay zero;
 - gradients ``h_{i-1}ᵀ δ_i`` and ``Σ_batch δ_i`` written into the parameters' ``.grad`` in place.
 
 Then any ``torch.optim`` optimizer steps as usual. Buffers live as long as the step, so a step
@@ -22,8 +24,9 @@ import torch
 
 from .losses import per_replica_loss
 from .models import FCNet, activation_derivative, dropout_mask
+from .rules import SIGN_RULES, scaled_targets, sign_feedback
 
-RULES = ("bp", "fa", "dfa")
+RULES = ("bp", "fa", "dfa", "drtp", "shallow", *SIGN_RULES)
 
 
 def tanh_(a: torch.Tensor) -> torch.Tensor:
@@ -70,8 +73,10 @@ class FastFCStep:
         f = {"tanh": tanh_, "logistic": torch.sigmoid_, "relu": torch.relu_}[net.activation]
         # forward, keeping each layer's input h_{i-1}, its f(a_i) and its dropout mask
         h = x * dropout_mask(x, net.dropout_input) if net.dropout_input > 0 else x
-        inputs, acts, masks = [h], [], []
+        inputs, acts, masks, downs = [h], [], [], {}
         for i in range(n_hidden):
+            if i > 0:
+                downs[i] = self._down(i)
             a = torch.baddbmm(biases[i], h, weights[i], out=outs[i])
             act = f(a)
             mask = dropout_mask(act, net.dropout_hidden) if net.dropout_hidden > 0 else None
@@ -79,25 +84,39 @@ class FastFCStep:
             acts.append(act)
             masks.append(mask)
             inputs.append(h)
+        downs[n_hidden] = self._down(n_hidden)
         logits = torch.baddbmm(biases[-1], h, weights[-1], out=outs[-1])
         losses = per_replica_loss(logits, y, self.loss)
         wrong = (logits.argmax(-1) != y).sum(-1)
         # the output error and the top layer's gradients
         delta = self._output_error(logits, y)
         self._weight_grads(n_hidden, inputs[n_hidden], delta)
-        if net.method == "dfa":   # every hidden layer's signal from one matmul
-            signals = torch.bmm(delta, net.feedback).split(net.hidden_widths, dim=-1)
+        if net.method == "shallow":
+            return losses, wrong
+        if net.method in ("dfa", "drtp"):   # every hidden layer's signal from one matmul
+            source = delta if net.method == "dfa" else scaled_targets(logits, y)
+            signals = torch.bmm(source, net.feedback).split(net.hidden_widths, dim=-1)
         for i in range(n_hidden - 1, -1, -1):
-            if net.method == "dfa":
+            if net.method in ("dfa", "drtp"):
                 g = signals[i]
-            else:   # the layer above's W (BP) or its fixed B (FA), shaped (R, n_i, n_{i+1})
-                down = weights[i + 1] if net.method == "bp" else getattr(net, f"fa_feedback{i + 1}")
-                g = torch.bmm(delta, down.transpose(1, 2))
+            else:   # the layer above's W (BP), its fixed B (FA) or sign-made B, shaped (R, n_i, n_{i+1})
+                g = torch.bmm(delta, downs[i + 1].transpose(1, 2))
             if masks[i] is not None:
                 g = g * masks[i]
             delta = g * activation_derivative(net.activation, acts[i])
             self._weight_grads(i, inputs[i], delta)
         return losses, wrong
+
+    def _down(self, i: int) -> torch.Tensor | None:
+        """What layer ``i`` sends its δ down through (``None`` where no rule needs it)."""
+        net = self.model
+        if net.method == "bp":
+            return net.weights[i]
+        if net.method == "fa":
+            return getattr(net, f"fa_feedback{i}")
+        if net.method in SIGN_RULES:
+            return sign_feedback(net.weights[i], net.method, getattr(net, f"sign_magnitudes{i}", None))
+        return None
 
     def _output_error(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``∂(mean loss over the batch)/∂logits``: (sigmoid or softmax − one-hot) / batch."""

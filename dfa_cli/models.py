@@ -20,9 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
-from .rules import Conv2dFA, DirectFeedback, IndirectFeedback, LinearFA, dfa_feedback, uniform_
+from .rules import (SIGN_RULES, Conv2dFA, DirectFeedback, DirectTargetProjection, IndirectFeedback,
+                    LinearFA, dfa_feedback, scaled_targets, sign_feedback, uniform_)
 
-METHODS = ("bp", "fa", "dfa", "ifa")
+PAPER_RULES = ("bp", "fa", "dfa", "ifa")
+LATER_RULES = ("shallow", "drtp", *SIGN_RULES)   # defined here for the fully connected nets
+METHODS = PAPER_RULES + LATER_RULES
 ACTIVATIONS = {"tanh": torch.tanh, "logistic": torch.sigmoid, "relu": torch.relu}
 
 
@@ -39,15 +42,18 @@ def resolve_init(init: str, method: str, activation: str, kind: str = "fc") -> s
     """The paper's starting weights, as the author's code sets them (``init=paper``):
 
     - ``zero``: DFA with tanh/logistic; FA on the conv net (``conv.lua`` zeroes every FA layer).
+      DRTP follows DFA (its hidden signals never read the weights either).
     - ``zero_above_first``: FA on a fully connected net with tanh/logistic. ``mlp.lua`` builds the
       first layer as a plain ``nn.Linear`` (no error goes below it) and its zeroing loop finds only
       the FA ``Linear`` class, so layer 1 keeps U(±1/√fan_in) and every layer above starts at zero.
-    - ``uniform``: everything else (BP, ReLU, IFA). IFA is left out on purpose: its error reaches
-      layer i ≥ 2 only through ``W_i``, so from zero weights those layers could never move.
+    - ``uniform``: everything else (BP, ReLU, IFA, shallow, sign symmetry). IFA is left out on
+      purpose: its error reaches layer i ≥ 2 only through ``W_i``, so from zero weights those layers
+      could never move; shallow's hidden layers never learn, so they must start random; and
+      sign(0) = 0 would give the sign-symmetric rules no feedback at all.
     """
     if init != "paper":
         return init
-    if activation not in ("tanh", "logistic") or method not in ("fa", "dfa"):
+    if activation not in ("tanh", "logistic") or method not in ("fa", "dfa", "drtp"):
         return "uniform"
     return "zero_above_first" if method == "fa" and kind == "fc" else "zero"
 
@@ -77,6 +83,9 @@ class ReplicatedNet(nn.Module):
         w, b = self.weights[i], self.biases[i]
         if self.method == "fa" and self.training:
             return LinearFA.apply(h, w, b, getattr(self, f"fa_feedback{i}"))
+        if self.method in SIGN_RULES and self.training and i > 0:   # (layer 1 sends nothing down)
+            feedback = sign_feedback(w, self.method, getattr(self, f"sign_magnitudes{i}", None))
+            return LinearFA.apply(h, w, b, feedback)
         return torch.baddbmm(b, h, w)
 
     def layers(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
@@ -95,12 +104,17 @@ class ReplicatedNet(nn.Module):
 
 
 class FCNet(ReplicatedNet):
-    """Fully connected net ``in → hidden… → out`` trained by one of the four rules."""
+    """Fully connected net ``in → hidden… → out`` trained by one of :data:`METHODS`.
+
+    ``feedback``/``density``: how DFA's fixed random matrices are drawn (:func:`~dfa_cli.rules.feedback_block`).
+    """
 
     def __init__(self, sizes: Sequence[int], activation: str, method: str, seeds: Sequence[int],
-                 init: str = "paper", dropout_input: float = 0.0, dropout_hidden: float = 0.0):
+                 init: str = "paper", dropout_input: float = 0.0, dropout_hidden: float = 0.0,
+                 feedback: str = "uniform", density: float = 1.0):
         super().__init__()
         self.sizes, self.activation, self.method = list(sizes), activation, method
+        self.feedback_kind, self.density = feedback, density
         self.dropout_input, self.dropout_hidden = dropout_input, dropout_hidden
         self.init = resolve_init(init, method, activation, "fc")
         n_layers, n_rep = len(sizes) - 1, len(seeds)
@@ -111,8 +125,11 @@ class FCNet(ReplicatedNet):
         if method == "fa":
             for i in range(n_layers):
                 self.register_buffer(f"fa_feedback{i}", torch.empty(n_rep, sizes[i], sizes[i + 1]))
-        if method in ("dfa", "ifa"):
-            widths = self.hidden_widths if method == "dfa" else self.hidden_widths[:1]
+        if method == "frsf":   # |M| of frSF: fixed random magnitudes
+            for i in range(1, n_layers):
+                self.register_buffer(f"sign_magnitudes{i}", torch.empty(n_rep, sizes[i], sizes[i + 1]))
+        if method in ("dfa", "ifa", "drtp"):
+            widths = self.hidden_widths[:1] if method == "ifa" else self.hidden_widths
             self.register_buffer("feedback", torch.empty(n_rep, sizes[-1], sum(widths)))
         with torch.no_grad():
             for r, seed in enumerate(seeds):
@@ -121,6 +138,11 @@ class FCNet(ReplicatedNet):
     @property
     def hidden_widths(self) -> list[int]:
         return self.sizes[1:-1]
+
+    @property
+    def cut(self) -> bool:
+        """Whether the hidden blocks read detached inputs (no ``Wᵀδ`` anywhere) while training."""
+        return self.training and self.method in ("dfa", "ifa", "drtp", "shallow")
 
     def _init_replica(self, r: int, gen: torch.Generator) -> None:
         # Draw order is fixed and method-independent: the same seed gives BP and DFA the same
@@ -131,21 +153,28 @@ class FCNet(ReplicatedNet):
             uniform_(b[r], bound, gen)
             if self.method == "fa":
                 getattr(self, f"fa_feedback{i}")[r].copy_(w[r])  # FA's B: the initial random W
-        if self.method == "dfa":
-            self.feedback[r].copy_(dfa_feedback(self.hidden_widths, self.sizes[-1], gen))
+        if self.method == "frsf":   # M, independent of W (else B = W at the start), after all weights
+            for i in range(1, len(self.weights)):
+                m = getattr(self, f"sign_magnitudes{i}")[r]
+                uniform_(m, 1 / math.sqrt(m.shape[0]), gen).abs_()
+        if self.method in ("dfa", "drtp"):
+            self.feedback[r].copy_(dfa_feedback(self.hidden_widths, self.sizes[-1], gen,
+                                                kind=self.feedback_kind, density=self.density))
         elif self.method == "ifa":
             self.feedback[r].copy_(dfa_feedback(self.hidden_widths[:1], self.sizes[-1], gen))
         zero_start(self.layers(), self.init, r)
 
-    def forward(self, x: torch.Tensor, pre_activations: list | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pre_activations: list | None = None,
+                targets: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``(R, batch, n_in)``, or ``(batch, n_in)`` shared by all replicas → logits ``(R, batch, n_out)``.
 
         ``pre_activations``: a list that receives each hidden layer's ``a_i`` (``(R, batch, n_i)``, in
         the graph) — for diagnostics (:mod:`dfa_cli.diagnostics`, :mod:`dfa_cli.features`).
+        ``targets``: the labels ``(R, batch)``, which DRTP's hidden signals are made of while training.
         """
         if x.dim() == 2:
             x = x.expand(self.replicas, *x.shape)
-        train, cut = self.training, self.method in ("dfa", "ifa") and self.training
+        train, cut = self.training, self.cut
         f = ACTIVATIONS[self.activation]
         h = x * dropout_mask(x, self.dropout_input) if train and self.dropout_input > 0 else x
         taps, derivs, n_hidden = [], [], len(self.weights) - 1
@@ -165,6 +194,10 @@ class FCNet(ReplicatedNet):
         logits = self._linear(n_hidden, h.detach() if cut else h)
         if cut and self.method == "dfa":
             return DirectFeedback.apply(logits, self.feedback, *taps)
+        if cut and self.method == "drtp":
+            if targets is None:
+                raise ValueError("method=drtp trains from the targets: call model(x, targets=y)")
+            return DirectTargetProjection.apply(logits, self.feedback, scaled_targets(logits, targets), *taps)
         if cut and self.method == "ifa":
             upper = [self.weights[i] for i in range(1, n_hidden)]   # (slicing a ParameterList builds a module)
             return IndirectFeedback.apply(logits, self.feedback, n_hidden, *upper, *derivs[:-1], *taps)
@@ -174,6 +207,11 @@ class FCNet(ReplicatedNet):
 IFA_ON_CONV = ("method=ifa is not defined for model=conv: IFA carries the error forward through "
                "the layers above the first, and between the conv layers lie max-pooling maps whose "
                "forward error path the paper leaves undefined, so use method=bp, fa or dfa with model=conv.")
+
+
+def rule_on_conv(method: str) -> str:
+    return (f"method={method} is defined here for the fully connected models only (model.kind=fc), "
+            f"not for model=conv; use method=bp, fa or dfa with model=conv.")
 STACKING = ("loop", "grouped")   # how stacked replicas share a conv layer (see ConvNet)
 
 
@@ -228,10 +266,13 @@ class ConvNet(ReplicatedNet):
                  pool: int = 3, pool_stride: int = 2, fc: Sequence[int] = (2048, 2048),
                  activation: str = "tanh", init: str = "paper", dropout_input: float = 0.0,
                  dropout_conv: Sequence[float] | None = None, dropout_hidden: float = 0.0,
-                 stack: str = "loop", eval_chunk: int = 1000):
+                 stack: str = "loop", eval_chunk: int = 1000, feedback: str = "uniform", density: float = 1.0):
         super().__init__()
+        self.feedback_kind, self.density = feedback, density
         if method == "ifa":
             raise UserError(IFA_ON_CONV)
+        if method in LATER_RULES:
+            raise UserError(rule_on_conv(method))
         self.input_shape, self.method, self.activation = tuple(input_shape), method, activation
         self.channels, self.fc = [int(c) for c in channels], [int(n) for n in fc]
         self.kernel, self.padding, self.pool, self.pool_stride = kernel, padding, pool, pool_stride
@@ -288,11 +329,13 @@ class ConvNet(ReplicatedNet):
             if self.method == "fa":
                 getattr(self, f"fa_feedback{i}")[r].copy_(w[r])
         if self.method == "dfa":
-            self.feedback[r].copy_(dfa_feedback(self.hidden_widths, self.sizes[-1], gen))
+            self.feedback[r].copy_(dfa_feedback(self.hidden_widths, self.sizes[-1], gen,
+                                                kind=self.feedback_kind, density=self.density))
         zero_start(self.layers(), self.init, r)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(R, batch, C·H·W)``, or ``(batch, C·H·W)`` shared by all replicas → ``(R, batch, n_out)``."""
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: ``(R, batch, C·H·W)``, or ``(batch, C·H·W)`` shared by all replicas → ``(R, batch, n_out)``.
+        (``targets`` is for the rules that read them, none of which is defined on the conv net.)"""
         chunk = max(1, self.eval_chunk // self.replicas)
         if not self.training and x.shape[-2] > chunk:
             return torch.cat([self._forward(part) for part in x.split(chunk, dim=-2)], dim=1)
@@ -374,6 +417,7 @@ def hidden_sizes(model_cfg) -> list[int]:
 def build_model(cfg, input_shape: Sequence[int], n_classes: int, seeds: Sequence[int]) -> nn.Module:
     """The network that ``cfg.model``/``cfg.method``/``cfg.init``/``cfg.dropout`` describe."""
     m = cfg.model
+    feedback = {"feedback": cfg.method.get("feedback", "uniform"), "density": cfg.method.get("density", 1.0)}
     if m.get("kind") == "conv":
         d = cfg.dropout
         conv_rates = d.get("conv")
@@ -382,7 +426,7 @@ def build_model(cfg, input_shape: Sequence[int], n_classes: int, seeds: Sequence
                        fc=list(m.fc), activation=m.activation, init=cfg.init.name,
                        dropout_input=d.input, dropout_hidden=d.hidden,
                        dropout_conv=None if conv_rates is None else list(conv_rates),
-                       stack=m.get("stack", "loop"))
+                       stack=m.get("stack", "loop"), **feedback)
     sizes = [math.prod(input_shape), *hidden_sizes(m), n_classes]
     return FCNet(sizes, m.activation, cfg.method.name, seeds, init=cfg.init.name,
-                 dropout_input=cfg.dropout.input, dropout_hidden=cfg.dropout.hidden)
+                 dropout_input=cfg.dropout.input, dropout_hidden=cfg.dropout.hidden, **feedback)

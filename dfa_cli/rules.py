@@ -12,6 +12,14 @@ Every tensor carries a leading replica axis R: R independent networks trained si
 - IFA: :class:`IndirectFeedback` sends ``e @ B_1`` to the first hidden layer and carries the
   resulting ``δa_1`` forward through ``W_2 … W_L`` to the layers above.
 
+Rules from later work, compared with these under the same protocol:
+
+- DRTP (Frenkel et al. 2021): :class:`DirectTargetProjection`, DFA with the one-hot target ``y*``
+  in place of the error ``e``: no hidden update needs the output.
+- shallow: the hidden blocks get no signal at all; only the output layer learns.
+- uSF, brSF, frSF (sign symmetry, Liao et al. 2016, as BioTorch defines them): FA's
+  :class:`LinearFA` with a feedback matrix made from ``sign(W)`` at every step (:func:`sign_feedback`).
+
 DFA and IFA are used on a network whose hidden blocks read a *detached* input, so no ``Wᵀδ`` is
 ever computed: the Functions below hand each block's output (its "feedback point", or tap) a
 gradient, and autograd does only the block's local backward (activation′, dropout mask, pooling,
@@ -30,16 +38,61 @@ def uniform_(tensor: torch.Tensor, bound: float, generator: torch.Generator) -> 
     return tensor.copy_(sample.mul_(2 * bound).sub_(bound))
 
 
+FEEDBACK_KINDS = ("uniform", "gaussian", "binary")
+
+
+def feedback_block(n_out: int, n: int, generator: torch.Generator, kind: str = "uniform",
+                   density: float = 1.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One DFA feedback matrix ``B_i`` (``n_out × n``) at the paper's scale.
+
+    ``uniform``: U(±1/√n) (the author's code); ``gaussian`` and ``binary`` (±c) with the same
+    variance, 1/(3n). ``density`` < 1 (sparse feedback, Crafton et al. 2019): every hidden unit
+    receives ``max(1, round(density·n_out))`` of the output errors, chosen at random, the rest 0 —
+    so no unit is left without a signal.
+    """
+    bound = 1 / math.sqrt(n)
+    if kind == "uniform":
+        block = uniform_(torch.empty(n_out, n, dtype=dtype), bound, generator)
+    elif kind == "gaussian":
+        block = torch.randn(n_out, n, generator=generator, dtype=dtype) * (bound / math.sqrt(3))
+    else:
+        signs = torch.rand(n_out, n, generator=generator, dtype=dtype) < 0.5
+        block = (signs.to(dtype) * 2 - 1) * (bound / math.sqrt(3))
+    if density < 1:
+        k = max(1, round(density * n_out))
+        chosen = torch.rand(n_out, n, generator=generator).argsort(dim=0)[:k]
+        block = block * torch.zeros(n_out, n, dtype=dtype).scatter_(0, chosen, 1.0)
+    return block
+
+
 def dfa_feedback(widths: list[int], n_out: int, generator: torch.Generator,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                 dtype: torch.dtype = torch.float32, kind: str = "uniform", density: float = 1.0) -> torch.Tensor:
     """The concatenated DFA feedback ``[B_1 | … | B_L]`` of shape ``(n_out, Σ n_i)`` for one replica.
 
-    Each block ``B_i`` is drawn independently from U(±1/√n_i), n_i the width of the receiving
-    layer (the author's code), so equal-width layers never share a matrix.
+    Each block ``B_i`` is drawn independently (:func:`feedback_block`; by default U(±1/√n_i), n_i the
+    width of the receiving layer, as in the author's code), so equal-width layers never share a matrix.
     """
-    blocks = [uniform_(torch.empty(n_out, n, dtype=dtype), 1 / math.sqrt(n), generator)
-              for n in widths]
-    return torch.cat(blocks, dim=1)
+    return torch.cat([feedback_block(n_out, n, generator, kind, density, dtype) for n in widths], dim=1)
+
+
+SIGN_RULES = ("usf", "brsf", "frsf")
+
+
+def sign_feedback(weight: torch.Tensor, rule: str, magnitudes: torch.Tensor | None = None) -> torch.Tensor:
+    """The feedback matrix of a sign-symmetric rule (BioTorch's ``layers/fa_constructor``), shaped
+    like ``weight`` ``(R, n_in, n_out)``, with our init's scale (U(±1/√n_in), std 1/√(3·n_in)):
+
+    - ``usf``: ``sign(W)/√(3·n_in)``;
+    - ``brsf``: ``|M| ∘ sign(W)``, ``M`` ~ U(±1/√n_in) drawn anew at every step (global generator);
+    - ``frsf``: ``|M| ∘ sign(W)``, ``M`` = ``magnitudes`` drawn once at initialisation.
+    """
+    sign = torch.sign(weight.detach())
+    if rule == "usf":
+        return sign / math.sqrt(3 * weight.shape[1])
+    if rule == "brsf":
+        bound = 1 / math.sqrt(weight.shape[1])
+        magnitudes = torch.rand(weight.shape, dtype=weight.dtype, device=weight.device) * bound
+    return magnitudes.abs() * sign
 
 
 class LinearFA(torch.autograd.Function):
@@ -112,6 +165,31 @@ class DirectFeedback(torch.autograd.Function):
         widths = [math.prod(s[2:]) for s in ctx.tap_shapes]
         grads = [g.reshape(s) for g, s in zip(signal.split(widths, dim=2), ctx.tap_shapes)]
         return (e, None, *grads)
+
+
+class DirectTargetProjection(torch.autograd.Function):
+    """DRTP: identity on the logits; backward gives the output layer its error ``e`` and every tap
+    ``t @ B_i``, with ``t`` the one-hot target scaled as ``e`` is (``y*/batch``): the hidden signals
+    never read the output. ``targets``: ``(R, batch, n_out)``."""
+
+    @staticmethod
+    def forward(ctx, logits, feedback, targets, *taps):
+        ctx.save_for_backward(feedback, targets)
+        ctx.tap_shapes = [t.shape for t in taps]
+        return logits.view_as(logits)
+
+    @staticmethod
+    def backward(ctx, e):
+        feedback, targets = ctx.saved_tensors
+        signal = torch.bmm(targets, feedback)
+        widths = [math.prod(s[2:]) for s in ctx.tap_shapes]
+        grads = [g.reshape(s) for g, s in zip(signal.split(widths, dim=2), ctx.tap_shapes)]
+        return (e, None, None, *grads)
+
+
+def scaled_targets(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """DRTP's projected vector: the one-hot target over the batch size, shaped like ``logits``."""
+    return torch.zeros_like(logits).scatter_(-1, y.unsqueeze(-1), 1.0).div_(logits.shape[1])
 
 
 class IndirectFeedback(torch.autograd.Function):

@@ -30,7 +30,7 @@ def tiny(fake_mnist, results, *args):
 
 
 def test_the_interface_groups_have_the_issue_options():
-    assert options("method") == ["bp", "dfa", "fa", "ifa"]
+    assert options("method") == ["bp", "brsf", "dfa", "drtp", "fa", "frsf", "ifa", "shallow", "usf"]
     assert options("data") == ["cifar10", "cifar100", "mnist"]
     assert set(options("model")) >= {"fc240x7", "fc240x100", "deep100", "fc400x3", "fc800x1", "fc800x2",
                                       "fc800x3", "fc800x4", "fc1000x1", "fc1000x3"}
@@ -165,7 +165,7 @@ def test_cuda_without_a_gpu_is_reported(fake_mnist, tmp_path):
 def test_help_lists_groups_and_options():
     out = run_cli("run", "--help")
     assert out.returncode == 0
-    for line in ("method: bp, dfa, fa, ifa", "data: cifar10, cifar100, mnist", "loss: bce, ce"):
+    for line in ("method: bp, brsf, dfa, drtp, fa, frsf, ifa, shallow, usf", "data: cifar10, cifar100, mnist", "loss: bce, ce"):
         assert line in out.stdout
 
 
