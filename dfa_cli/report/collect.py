@@ -92,10 +92,10 @@ def _last_line(path: Path) -> tuple[str | None, bool]:
 def metrics_problem(directory: Path, epochs) -> str | None:
     """What a finished run's ``metrics.jsonl`` lacks, checked on its last line only."""
     path = directory / METRICS
-    if not path.is_file():
-        return "no metrics.jsonl: no curves in the figures"
     try:
         last, complete = _last_line(path)
+    except FileNotFoundError:
+        return "no metrics.jsonl: no curves in the figures"
     except OSError as err:
         return f"cannot read metrics.jsonl ({err.strerror or err})"
     try:
@@ -264,8 +264,9 @@ def collect(paths: list[Path]) -> Collected:
         problems.append({"run": str(directory), "reason": reason, "counted": counted, "data": data,
                          "method": method})
     for root in paths:
+        real_root = root.resolve()   # once per root, not per run: resolve() costs a stat per path part
         for directory, has_summary in walk_runs(root):
-            key = directory.resolve()
+            key = real_root / directory.relative_to(root)
             if key in seen:
                 continue
             seen.add(key)

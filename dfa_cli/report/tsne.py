@@ -97,7 +97,7 @@ def tsne_figure(title: str, runs: list[tuple[str, Path]], path: Path, points: in
                for d in range(10)]
     fig.legend(handles, [str(d) for d in range(10)], loc="lower center", ncol=10, frameon=False,
                title="digit (class label)")
-    fig.suptitle(wrap(f"{title}: t-SNE of {shown} test examples (perplexity {perplexity_for(shown):g}, "
+    fig.suptitle(wrap(f"{title}: t-SNE of {shown} test examples (perplexity {perplexity_for(shown):.3g}, "
                       f"seed {SEED}; one trained seed per method)", width))
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return save(fig, path)
