@@ -130,3 +130,16 @@ def test_runs_lists_the_records_behind_each_cell(tmp_path, capsys):
         in markdown
     rich, _ = cli(tmp_path, "--runs", capsys=capsys)
     assert "Runs behind each cell (3)" in rich
+
+
+def test_table_markdown_gives_one_table_from_record_paths(tmp_path):
+    from dfa_cli.report.build import table_markdown
+    write_cell(tmp_path / "a", "dfa", [1.7, 1.8])
+    write_cell(tmp_path / "b", "bp", [1.6, 1.62], method="bp")
+    write_cell(tmp_path / "b", "c10", [50.0], data="cifar10", model="fc1000x1", hidden=[1000], n_train=50000)
+    text = table_markdown([tmp_path / "a", str(tmp_path / "b")])
+    tables = markdown_tables(text)
+    assert len(tables) == 2 and tables[0][0].startswith("| Model | BP | BP paper | BP Δ |")
+    assert "| 2x800 tanh | 1.61 ± 0.01 (0.00) n=2 | 1.60 ± 0.06 | +0.01 |" in text
+    assert "### Table 1 — MNIST: paired differences vs BP" in text and "sample std (ddof=1)" in text
+    assert "CIFAR" not in text and "Other runs" not in text
