@@ -13,7 +13,7 @@ import pandas as pd
 from .cells import (drop_superseded, grouped_cells, paired, paper_cells, place_runs, row_label,
                     table_methods)
 from .collect import Collected, collect
-from .spec import ROW_KEY, TABLES, load_paper, row_protocol
+from .spec import METRIC_NAMES, ROW_KEY, TABLES, load_paper, row_protocol
 from .views import View, grouped_view, paired_view, paper_view, problems_view, runs_view
 
 
@@ -92,7 +92,7 @@ def build_report(collected: Collected, options: Options, paper: pd.DataFrame | N
     others = runs[runs["place"] == "other"]
     if len(others):
         views.append(grouped_view(
-            "other_runs", f"Other runs: {metric.replace('_', ' ')} %", grouped_cells(others, metric, "other_runs"),
+            "other_runs", f"Other runs: {METRIC_NAMES[metric]}", grouped_cells(others, metric, "other_runs"),
             metric, digits, "Runs that fill no paper cell: another model, activation or variant, a setting that "
             "departs from the paper's protocol (the setting column lists it as dfa-run overrides; key=? means "
             "neither summary.json nor .hydra/ records it), or a shortened setting of a cell that already "

@@ -88,12 +88,15 @@ def t_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float, f
 
 
 def paired(placed: pd.DataFrame, cells: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per row of a table: each method − BP over the seeds both ran (same setting, neither diverged)."""
+    """Per row of a table: each method − BP over the seeds both ran (same setting, neither diverged).
+    Rows where BP or every other method has no runs are left out."""
     rows = []
     for row_id, row in cells.groupby("row_id", sort=True):
         first = row.iloc[0]
         in_row = placed[(placed[ROW_KEY] == first[ROW_KEY]).all(axis=1)]
         base = in_row[in_row["method"] == "bp"]
+        if base.empty or in_row["method"].eq("bp").all():
+            continue
         for method in [m for m in row["method"] if m != "bp"]:
             other = in_row[in_row["method"] == method]
             entry = {"table": first["table"], "row": first["row"], "row_id": row_id, "method": method,

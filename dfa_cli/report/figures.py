@@ -59,12 +59,12 @@ def learning_figure(title: str, cells: pd.DataFrame, path: Path, split: str = "t
     cells = _sorted_cells(cells)
     width = 3.0 * len(cells) + 0.8
     fig, axes = new_figure(width, 3.4, ncols=len(cells), sharey=True)
-    drawn, tails = False, False
+    drawn, tails = set(), False
     for ax, cell in zip(axes[0], cells):
         for key, label, style in series_kinds:
             series = seed_series(cell.paths, column(key), floor=ERROR_FLOOR)
             tails |= draw_seeds(ax, series, colour(cell.method), None, linestyle=style)
-            drawn |= bool(series)
+            drawn |= {key} if series else set()
         ax.set_title(f"{cell.method.upper()}{cell.mark}, n={cell.n}", color=colour(cell.method))
         epoch_axis(ax)
     if not drawn:
@@ -73,10 +73,15 @@ def learning_figure(title: str, cells: pd.DataFrame, path: Path, split: str = "t
     first = axes[0][0]
     first.set_ylabel(f"error (%), 0 drawn at {ERROR_FLOOR:g}")
     log_axis(first)
-    for key, label, style in series_kinds:   # a key to the line styles, in grey
-        first.plot([], [], color="#555555", linestyle=style, label=label)
-    curve_legend(first, False, tails, loc="upper right")
+    for key, label, style in series_kinds:   # a key to the line styles drawn, in grey, below the panels
+        if key in drawn:
+            first.plot([], [], color="#555555", linestyle=style, label=label)
+    handles, labels = first.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(handles), frameon=False,
+               bbox_to_anchor=(0.5, -0.02), title="mean over seeds, band: min–max" +
+               ("; thin: single seeds after others stopped" if tails else ""))
     fig.suptitle(wrap(title, width))
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return save(fig, path)
 
 
@@ -166,33 +171,38 @@ def alignment_figure(title: str, paths: list[str], path: Path) -> Path | None:
     return save(fig, path)
 
 
-def bars_figure(title: str, cells: pd.DataFrame, path: Path) -> Path | None:
-    """A paper table's rows that have runs of ours: ours (solid) beside the paper (hatched), ± std."""
+def ours_vs_paper_figure(title: str, cells: pd.DataFrame, path: Path) -> Path | None:
+    """A paper table's rows that have runs of ours: ours (filled) beside the paper (open), ± std,
+    one colour per method; a log axis when the errors span a factor of 3 or more."""
     rows = cells.groupby("row_id").filter(lambda r: r["ours_mean"].notna().any())
     if rows.empty:
         return None
     labels = list(dict.fromkeys(rows["row"]))
     methods = method_order(rows["method"])
-    slot = 0.8 / (2 * len(methods))
-    width = max(6.0, 0.45 * len(labels) * len(methods) + 1.5)
-    fig, axes = new_figure(width, 3.8)
+    height = 1.4 + 0.32 * len(labels) * len(methods)
+    fig, axes = new_figure(6.0, height)
     ax = axes[0][0]
     for i, method in enumerate(methods):
         m = rows[rows["method"] == method].set_index("row").reindex(labels)
-        x = [j + (2 * i - len(methods) + 0.5) * slot for j in range(len(labels))]
-        ax.bar(x, m["ours_mean"], slot, yerr=m["ours_std"].fillna(0), color=colour(method), capsize=2,
-               label=f"{method.upper()}, ours")
-        ax.bar([v + slot for v in x], m["paper_mean"], slot, yerr=m["paper_std"].fillna(0), color=colour(method),
-               alpha=0.4, hatch="///", edgecolor="white", capsize=2, label=f"{method.upper()}, paper")
-        for xi, mean, mark in zip(x, m["ours_mean"], m["mark"].fillna("")):
+        y = [j + (i - (len(methods) - 1) / 2) * 0.8 / len(methods) for j in range(len(labels))]
+        ax.errorbar(m["ours_mean"], y, xerr=m["ours_std"].fillna(0), fmt="o", color=colour(method),
+                    markersize=5, capsize=2, label=f"{method.upper()}, ours")
+        ax.errorbar(m["paper_mean"], [v + 0.12 / len(methods) for v in y], xerr=m["paper_std"].fillna(0), fmt="D",
+                    color=colour(method), markerfacecolor="white", markersize=4, capsize=2, alpha=0.9,
+                    label=f"{method.upper()}, paper")
+        for yi, mean, mark in zip(y, m["ours_mean"], m["mark"].fillna("")):
             if mark and isinstance(mean, float) and math.isfinite(mean):
-                ax.annotate(mark, (xi, mean), ha="center", va="bottom", fontsize=8, xytext=(0, 2),
-                            textcoords="offset points")
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, rotation=20, ha="right")
-    ax.set_ylabel("test error (%), mean ± std")
-    ax.legend(ncol=len(methods), loc="upper left", title="solid: ours, hatched: the paper; marks: see the table")
-    ax.set_title(wrap(title, width))
+                ax.annotate(mark, (mean, yi), xytext=(5, -2), textcoords="offset points", fontsize=9)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("test error (%), mean ± std")
+    log_axis(ax, axis="x")
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(methods), frameon=False,
+               title="filled: ours, open: the paper; † ‡ …: shortened runs (see the table)")
+    ax.set_title(wrap(title, 6.0))
+    fig.tight_layout(rect=(0, 0.62 / height, 1, 1))
     return save(fig, path)
 
 

@@ -10,7 +10,7 @@ for a file system keeps its start and ends with a hash of the whole.
 - ``alignment_…_<method>``: the angle between the rule's update and BP's, per hidden layer;
 - ``depth_…``: the 100-hidden-layer row, each method's training and test error on one axis;
 - ``tsne_…``: t-SNE maps of saved hidden features, a row per method, a column per layer;
-- ``ours-vs-paper_<table>``: bars of a paper table, ours beside the paper;
+- ``ours-vs-paper_<table>``: a paper table's cells, ours beside the paper, ± std;
 - ``paired-vs-bp_<table>``: each method − BP per row over matched seeds, with 95 % intervals.
 """
 from __future__ import annotations
@@ -113,7 +113,7 @@ def draw_view(g: Gallery, view) -> None:
                       title, runs, points=g.tsne_points, progress=g.progress, cache=g.out / ".cache")
     if not grouped:
         g.attempt(key, figure_name("ours-vs-paper", key), f"{table_title}: ours beside the paper",
-                  fig.bars_figure, f"{table_title}: ours (solid) beside the paper (hatched)", frame)
+                  fig.ours_vs_paper_figure, f"{table_title}: test error, ours beside the paper", frame)
 
 
 def write_figures(views, out: Path, tsne_points: int = 1000, progress=None) -> Gallery:

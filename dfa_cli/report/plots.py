@@ -55,17 +55,20 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def log_axis(ax, floor_note: bool = False) -> None:
-    """A log y axis with ticks at 1, 2, 5 × 10^k, written plainly (0.05, 0.1, 0.2 …); a linear one
+def log_axis(ax, axis: str = "y") -> None:
+    """A log axis with ticks at 1, 2, 5 × 10^k (10^k alone over many decades), written plainly
+    (0.05, 0.1, 0.2 …); a linear one
     when the data span less than a factor of 3 (a log axis would show no tick)."""
-    low, high = ax.dataLim.y0, ax.dataLim.y1
+    low, high = (ax.dataLim.y0, ax.dataLim.y1) if axis == "y" else (ax.dataLim.x0, ax.dataLim.x1)
+    which = ax.yaxis if axis == "y" else ax.xaxis
     if not (low > 0 and high / low >= 3):
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+        which.set_major_locator(MaxNLocator(nbins=6))
         return
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    decades = math.log10(high / low)   # 1-2-5 ticks over a few decades; only powers of ten over many
+    which.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)))
+    which.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    which.set_minor_formatter(NullFormatter())
 
 
 def epoch_axis(ax) -> None:
