@@ -38,7 +38,7 @@ def cells_of(rows) -> pd.DataFrame:
 # ---- item 1: never a traceback ------------------------------------------------------------------
 def test_a_figure_that_fails_is_named_and_the_others_are_drawn(tmp_path):
     runs = tmp_path / "results"
-    for method in ("bp", "dfa"):
+    for method in ("bp", "fa", "dfa"):
         write_record(runs / f"{method}_0", method=method, seed=0)
     bad = runs / "dfa_1"
     write_record(bad, method="dfa", seed=1)
@@ -61,7 +61,7 @@ def test_a_figure_that_fails_is_named_and_the_others_are_drawn(tmp_path):
     assert any("tsne_" in line and "EOFError" in line or "BadZipFile" in line and "lr-0.0002" in line
                for line in failed)
     names = pngs(out / "figures")
-    assert {"alignment_table1-mnist_2x800-tanh_bp.png", "learning-curves_table1-mnist_2x800-tanh.png",
+    assert {"alignment_table1-mnist_2x800-tanh_fa.png", "learning-curves_table1-mnist_2x800-tanh.png",
             "test-error_table1-mnist_2x800-tanh.png"} <= set(names)   # the rest are drawn
     markdown = (out / "report.md").read_text()
     assert "### Figures not drawn (3)" in markdown and "alignment_table1-mnist_2x800-tanh_dfa.png" in markdown

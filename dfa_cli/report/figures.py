@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .cells import method_order
-from .plots import (ERROR_FLOOR, colour, column, curve_legend, draw_seeds, epoch_axis, log_axis, new_figure,
-                    number, run_metrics, save, seed_series, wrap)
+from .plots import (ERROR_FLOOR, colour, column, curve_legend, curve_title, draw_seeds, epoch_axis, log_axis,
+                    new_figure, number, run_metrics, save, seed_series, wrap)
 
 ALIGNMENT_TITLES = {"delta_angle": r"$\delta a_i$: rule vs BP", "weight_angle": r"$\Delta W_i$: rule vs BP",
                     "fa_feedback_angle": r"FA: $W_{i+1}^{\top}$ vs $B_{i+1}$"}
@@ -20,6 +20,15 @@ MAX_LAYER_LINES = 8  # deeper nets show this many layers, evenly spaced, first a
 EVAL_KEYS = {"test": "test_error", "validation": "val_error"}   # validation runs log val_* instead
 LEARNING_SERIES = (("train_error", "train, online (as the paper)", "--"),
                    ("train_error_eval", "train, clean eval pass", ":"))
+
+
+def _floored(series) -> bool:
+    return any((s <= ERROR_FLOOR).any() for s in series)
+
+
+def _error_label(floored: bool) -> str:
+    """An error axis; it says where an error of 0 is drawn, when one is (a log axis has no 0)."""
+    return "error (%)" + (f", 0 drawn at {ERROR_FLOOR:g}" if floored else "")
 
 
 def _sorted_cells(cells: pd.DataFrame) -> list:
@@ -59,47 +68,47 @@ def learning_figure(title: str, cells: pd.DataFrame, path: Path, split: str = "t
     cells = _sorted_cells(cells)
     width = 3.0 * len(cells) + 0.8
     fig, axes = new_figure(width, 3.4, ncols=len(cells), sharey=True)
-    drawn, tails = set(), False
+    drawn, tails, floored = set(), False, False
     for ax, cell in zip(axes[0], cells):
         for key, label, style in series_kinds:
             series = seed_series(cell.paths, column(key), floor=ERROR_FLOOR)
             tails |= draw_seeds(ax, series, colour(cell.method), None, linestyle=style)
             drawn |= {key} if series else set()
+            floored |= _floored(series)
         ax.set_title(f"{cell.method.upper()}{cell.mark}, n={cell.n}", color=colour(cell.method))
         epoch_axis(ax)
     if not drawn:
         plt.close(fig)
         return None
     first = axes[0][0]
-    first.set_ylabel(f"error (%), 0 drawn at {ERROR_FLOOR:g}")
+    first.set_ylabel(_error_label(floored))
     log_axis(first)
     for key, label, style in series_kinds:   # a key to the line styles drawn, in grey, below the panels
         if key in drawn:
             first.plot([], [], color="#555555", linestyle=style, label=label)
     handles, labels = first.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(handles), frameon=False,
-               bbox_to_anchor=(0.5, -0.02), title="mean over seeds, band: min–max" +
-               ("; thin: single seeds after others stopped" if tails else ""))
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), frameon=False,
+               title=curve_title(axes[0], tails).replace("\n", "; "))
     fig.suptitle(wrap(title, width))
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return save(fig, path)
 
 
 def depth_figure(title: str, cells: pd.DataFrame, path: Path) -> Path | None:
     """The 100-hidden-layer experiment: each method's test (solid) and online training (dashed) error."""
     fig, axes = new_figure(6.0, 3.8)
-    ax, drawn, tails = axes[0][0], False, False
+    ax, drawn, tails, floored = axes[0][0], False, False, False
     for cell in _sorted_cells(cells):
         for key, style, what in (("test_error", "-", "test"), ("train_error", "--", "train")):
             series = seed_series(cell.paths, column(key), floor=ERROR_FLOOR)
             tails |= draw_seeds(ax, series, colour(cell.method), f"{cell.method.upper()}{cell.mark} {what}",
                                 linestyle=style)
             drawn |= bool(series)
+            floored |= _floored(series)
     if not drawn:
         plt.close(fig)
         return None
     epoch_axis(ax)
-    ax.set_ylabel(f"error (%), 0 drawn at {ERROR_FLOOR:g}")
+    ax.set_ylabel(_error_label(floored))
     log_axis(ax)
     curve_legend(ax, False, tails, loc="upper right", ncol=2)
     ax.set_title(wrap(title, 6.0))
@@ -143,7 +152,7 @@ def alignment_figure(title: str, paths: list[str], path: Path) -> Path | None:
     keys = [k for k in ALIGNMENT_TITLES if k in found]
     n_layers = max(found.values())
     layers = _shown_layers(n_layers)
-    cmap = plt.get_cmap("viridis")
+    cmap = plt.get_cmap("viridis")   # dark (first layer) to green (last); its yellow end is faint on white
     width = 3.6 * len(keys) + 1.6
     fig, axes = new_figure(width, 3.4, ncols=len(keys), sharey=True)
     for ax, key in zip(axes[0], keys):
@@ -151,7 +160,7 @@ def alignment_figure(title: str, paths: list[str], path: Path) -> Path | None:
             def get(row, where, key=key, layer=layer):
                 values = _angles(row, key, where) or []
                 return values[layer] if layer < len(values) else None
-            draw_seeds(ax, seed_series(paths, get), cmap(j / max(1, len(layers) - 1)), f"hidden {layer + 1}")
+            draw_seeds(ax, seed_series(paths, get), cmap(0.85 * j / max(1, len(layers) - 1)), f"hidden {layer + 1}")
         ax.axhline(90, color="grey", linestyle=":", linewidth=1)
         ax.set_title(ALIGNMENT_TITLES[key])
         ax.set_ylim(0, 180)
@@ -199,10 +208,9 @@ def ours_vs_paper_figure(title: str, cells: pd.DataFrame, path: Path) -> Path | 
     ax.set_xlabel("test error (%), mean ± std")
     log_axis(ax, axis="x")
     handles, names = ax.get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(methods), frameon=False,
+    fig.legend(handles, names, loc="outside lower center", ncol=len(methods), frameon=False,
                title="filled: ours, open: the paper; † ‡ …: shortened runs (see the table)")
     ax.set_title(wrap(title, 6.0))
-    fig.tight_layout(rect=(0, 0.62 / height, 1, 1))
     return save(fig, path)
 
 
@@ -228,6 +236,8 @@ def paired_figure(title: str, pairs: pd.DataFrame, path: Path) -> Path | None:
     ax.set_yticklabels(labels)
     ax.invert_yaxis()
     ax.set_xlabel("difference in test error (percentage points), mean and 95 % interval")
-    ax.legend(loc="best", title="over matched seeds; no bar: one pair")
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=len(methods), frameon=False,
+               title="over matched seeds; a dot without a bar: one pair")
     ax.set_title(wrap(title, 6.0))
     return save(fig, path)

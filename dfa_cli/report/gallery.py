@@ -7,7 +7,8 @@ for a file system keeps its start and ends with a hash of the whole.
 
 - ``test-error_…``: a row's test error vs epoch, one colour per method, the paper's value dotted;
 - ``learning-curves_…``: a panel per method: online and clean training error and test error;
-- ``alignment_…_<method>``: the angle between the rule's update and BP's, per hidden layer;
+- ``alignment_…_<method>``: the angle between the rule's update and BP's, per hidden layer (none for
+  BP itself, whose angle is 0 by definition);
 - ``depth_…``: the 100-hidden-layer row, each method's training and test error on one axis;
 - ``tsne_…``: t-SNE maps of saved hidden features, a row per method, a column per layer;
 - ``ours-vs-paper_<table>``: a paper table's cells, ours beside the paper, ± std;
@@ -87,6 +88,9 @@ def draw_view(g: Gallery, view) -> None:
     grouped = key in GROUPED
     split = "validation" if key == "validation_runs" else "test"
     table_title = GROUPED.get(key) or next(t for k, t in TABLES.values() if k == key)
+    if not grouped:   # the whole table at a glance first, then row by row
+        g.attempt(key, figure_name("ours-vs-paper", key), f"{table_title}: ours beside the paper",
+                  fig.ours_vs_paper_figure, f"{table_title}: test error, ours beside the paper", frame)
     for _, cells in frame.groupby("row_id", sort=True):
         cells = cells[cells["n"] > 0]
         if cells.empty:
@@ -100,7 +104,7 @@ def draw_view(g: Gallery, view) -> None:
                   fig.test_error_figure, title, cells, split=split)
         g.attempt(key, figure_name("learning-curves", *parts), f"Learning curves: {title}",
                   fig.learning_figure, title, cells, split=split)
-        for cell in cells.itertuples(index=False):
+        for cell in cells[cells["method"] != "bp"].itertuples(index=False):   # BP's angle to itself is 0
             g.attempt(key, figure_name("alignment", *parts, cell.method),
                       f"Alignment with BP: {title}, {cell.method.upper()}",
                       fig.alignment_figure, f"{title}, {cell.method.upper()}", cell.paths)
@@ -111,9 +115,6 @@ def draw_view(g: Gallery, view) -> None:
         if runs:
             g.attempt(key, figure_name("tsne", *parts), f"t-SNE of hidden features: {title}", tsne_figure,
                       title, runs, points=g.tsne_points, progress=g.progress, cache=g.out / ".cache")
-    if not grouped:
-        g.attempt(key, figure_name("ours-vs-paper", key), f"{table_title}: ours beside the paper",
-                  fig.ours_vs_paper_figure, f"{table_title}: test error, ours beside the paper", frame)
 
 
 def write_figures(views, out: Path, tsne_points: int = 1000, progress=None) -> Gallery:

@@ -38,8 +38,9 @@ def colour(method: str) -> str:
 
 
 def new_figure(width: float, height: float, ncols: int = 1, **kw):
-    """A figure of ``ncols`` panels (drawn in :data:`STYLE` when the gallery draws it)."""
-    return plt.subplots(1, ncols, figsize=(width, height), squeeze=False, **kw)
+    """A figure of ``ncols`` panels, laid out by matplotlib's constrained layout (titles, legends
+    outside the axes and labels never overlap); drawn in :data:`STYLE` when the gallery draws it."""
+    return plt.subplots(1, ncols, figsize=(width, height), squeeze=False, layout="constrained", **kw)
 
 
 def wrap(text: str, width_inches: float, fontsize: float = 9) -> str:
@@ -56,8 +57,8 @@ def save(fig, path: Path) -> Path:
 
 
 def log_axis(ax, axis: str = "y") -> None:
-    """A log axis with ticks at 1, 2, 5 × 10^k (10^k alone over many decades), written plainly
-    (0.05, 0.1, 0.2 …); a linear one
+    """A log axis with ticks at 1, 2, 5 × 10^k (more within a decade, 10^k alone over many),
+    written plainly (0.05, 0.1, 0.2 …); a linear one
     when the data span less than a factor of 3 (a log axis would show no tick)."""
     low, high = (ax.dataLim.y0, ax.dataLim.y1) if axis == "y" else (ax.dataLim.x0, ax.dataLim.x1)
     which = ax.yaxis if axis == "y" else ax.xaxis
@@ -65,8 +66,9 @@ def log_axis(ax, axis: str = "y") -> None:
         which.set_major_locator(MaxNLocator(nbins=6))
         return
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
-    decades = math.log10(high / low)   # 1-2-5 ticks over a few decades; only powers of ten over many
-    which.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)))
+    decades = math.log10(high / low)   # enough ticks to read a value, never a crowd of them
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades <= 1.2 else (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)
+    which.set_major_locator(LogLocator(base=10, subs=subs))
     which.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     which.set_minor_formatter(NullFormatter())
 
@@ -129,9 +131,16 @@ def draw_seeds(ax, series: list[pd.Series], color: str, label: str | None, lines
     return bool(tails)
 
 
+def curve_title(axes, tails: bool) -> str:
+    """What the lines of ``axes`` are: a mean, a band where one is drawn (more than one seed)."""
+    bands = any(ax.collections for ax in axes)   # fill_between's bands are the only collections
+    return "mean over seeds" + (", band: min–max" if bands else "") + \
+        ("\nthin: single seeds after others stopped" if tails else "")
+
+
 def curve_legend(ax, paper_lines: bool, tails: bool, **kw) -> None:
     """The legend, saying what the lines are, and only what is drawn."""
-    title = "mean over seeds, band: min–max"
+    title = curve_title([ax], False)
     if tails:
         title += "\nthin: single seeds after others stopped"
     if paper_lines:

@@ -69,7 +69,8 @@ def tsne_figure(title: str, runs: list[tuple[str, Path]], path: Path, points: in
     n_cols = max(len(layers) for _, layers, _, _ in loaded)
     total = sum(len(layers) for _, layers, _, _ in loaded)
     width = 2.1 * n_cols + 0.4
-    fig, axes = plt.subplots(len(loaded), n_cols, figsize=(width, 2.1 * len(loaded) + 0.9), squeeze=False)
+    fig, axes = plt.subplots(len(loaded), n_cols, figsize=(width, 2.1 * len(loaded) + 0.9), squeeze=False,
+                             layout="constrained")
     done, shown = 0, 0
     for i, (method, layers, arrays, labels) in enumerate(loaded):
         keep = np.sort(np.random.default_rng(SEED).choice(len(labels), size=min(points, len(labels)), replace=False))
@@ -87,6 +88,7 @@ def tsne_figure(title: str, runs: list[tuple[str, Path]], path: Path, points: in
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
+            ax.spines[["top", "right"]].set_visible(True)   # a frame: the map's axes mean nothing
             if i == 0:
                 ax.set_title(name.replace("hidden", "hidden "))
             if j == 0:
@@ -95,10 +97,9 @@ def tsne_figure(title: str, runs: list[tuple[str, Path]], path: Path, points: in
             axes[i][j].axis("off")
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=plt.get_cmap("tab10")(d), markersize=4)
                for d in range(10)]
-    fig.legend(handles, [str(d) for d in range(10)], loc="lower center", ncol=10, frameon=False,
+    fig.legend(handles, [str(d) for d in range(10)], loc="outside lower center", ncol=10, frameon=False,
                title="digit (class label)")
     fig.suptitle(wrap(f"{title}: t-SNE of {shown} test examples (perplexity {perplexity_for(shown):.3g}, "
                       f"seed {SEED}; one trained seed per method)", width))
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return save(fig, path)
 
