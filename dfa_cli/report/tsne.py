@@ -35,8 +35,12 @@ def tsne_embedding(x, seed: int = SEED, cache: Path | None = None):
         except (OSError, ValueError):
             pass   # a broken cache entry is computed again
     from sklearn.manifold import TSNE
-    emb = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-               random_state=seed).fit_transform(x)
+    from threadpoolctl import threadpool_limits   # scikit-learn's own dependency
+    # One OpenMP thread: on a busy machine its threads spin-wait for each other (measured on 2 busy
+    # cores: 88 s for a 1000-point map with the default threads, 5 s with one).
+    with threadpool_limits(limits=1):
+        emb = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
+                   random_state=seed).fit_transform(x)
     if file:
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
