@@ -6,6 +6,7 @@ a dependency.
 from __future__ import annotations
 
 import io
+import re
 
 import pandas as pd
 
@@ -60,16 +61,18 @@ def report_csv(report) -> str:
 
 
 # ---- LaTeX ----------------------------------------------------------------------------------------
-_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "×": r"$\times$", "−": r"$-$", "—": "---", "≥": r"$\geq$",
-                  "<": r"$<$", ">": r"$>$", FLAG: r"$^{\ast}$", "Nø": r"N\o{}", "ø": r"\o{}"}
+_LATEX_SYMBOLS = {"|Δ|": r"$|\Delta|$", "±": r"$\pm$", "Δ": r"$\Delta$", "×": r"$\times$", "−": r"$-$", "—": "---", "≥": r"$\geq$",
+                  "<": r"$<$", ">": r"$>$", "|": r"$|$", FLAG: r"$^{\ast}$", "ø": r"\o{}"}
 _LATEX_MARKS = {mark: f"$^{{{cmd}}}$" for mark, cmd in zip(SHORTENED_MARKS, (r"\dagger", r"\ddagger", r"\S", r"\P"))}
 
 
+_LATEX_ALL = {**_LATEX_SYMBOLS, **_LATEX_MARKS}
+_LATEX_PATTERN = re.compile("|".join(map(re.escape, sorted(_LATEX_ALL, key=len, reverse=True))))
+
+
 def latex_symbols(text: str) -> str:
-    """Unicode symbols as LaTeX (after pandas' escape of & % $ # _ { } ~ ^ \\)."""
-    for symbol, tex in {**_LATEX_SYMBOLS, **_LATEX_MARKS}.items():
-        text = text.replace(symbol, tex)
-    return text
+    """Unicode symbols as LaTeX, in one pass (after pandas' escape of & % $ # _ { } ~ ^ \\)."""
+    return _LATEX_PATTERN.sub(lambda m: _LATEX_ALL[m.group()], text)
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
