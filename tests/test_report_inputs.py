@@ -116,6 +116,15 @@ def test_a_record_without_hydra_is_judged_by_its_summary(tmp_path, capsys):
                                      "trainer.lr_schedule=step, trainer.lr_step_epochs=50"}
 
 
+def test_tf32_on_a_gpu_is_not_the_paper_s_fp32(tmp_path, capsys):
+    write_cell(tmp_path, "fp32", [1.7], device="cuda:0")
+    write_cell(tmp_path, "tf32", [1.8], seed0=1, device="cuda:0", cuda_matmul_allow_tf32=True)
+    write_cell(tmp_path, "cpu", [1.9], seed0=2, device="cpu", cuda_matmul_allow_tf32=True)   # no TF32 on a CPU
+    cells = csv_cells(tmp_path, capsys=capsys)
+    assert one(cells, table="table1_mnist", row="2x800 tanh", method="dfa")["seeds"] == "0 2"
+    assert one(cells, table="other_runs", method="dfa")["setting"] == "tf32=on"
+
+
 def test_hydra_fills_only_what_the_summary_lacks(tmp_path, capsys):
     old = ("init_config", "init", "stop_train_error", "dropout_input", "dropout_hidden", "lr_schedule")
     write_cell(tmp_path, "old", [1.70, 1.80], drop=old)                          # .hydra/ has it: paper

@@ -143,6 +143,8 @@ CHECKS = {  # field → (test, what it must be); a present, non-null value must 
     "dropout_input": (_is_number, "a number"), "dropout_hidden": (_is_number, "a number"),
     "dropout_conv": (lambda v: isinstance(v, list) and all(_is_number(n) for n in v), "a list of numbers"),
     "adversarial_eps": (_is_number, "a number"), "adversarial_clip": (lambda v: isinstance(v, bool), "true or false"),
+    "cuda_matmul_allow_tf32": (lambda v: isinstance(v, bool), "true or false"),
+    "cudnn_allow_tf32": (lambda v: isinstance(v, bool), "true or false"),
     "lr_schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
     "lr_step_epochs": (lambda v: _is_int(v) and v >= 1, "a whole number ≥ 1 or null"),
     "lr_max_halvings": (lambda v: _is_int(v) and v >= 0, "a whole number ≥ 0 or null"),

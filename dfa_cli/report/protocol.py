@@ -84,6 +84,9 @@ def departures(s: dict, config) -> tuple[list[str], list[str]]:
             changes.append(f"{override}=?")
         elif got != expected and not _close(got, expected):
             changes.append(f"{override}={got}")
+    tf32 = [k for k in ("cuda_matmul_allow_tf32", "cudnn_allow_tf32") if s.get(k) is True]
+    if tf32 and str(s.get("device", "")).startswith("cuda"):   # TF32 rounds products: not fp32
+        changes.append("tf32=on")
     lr = value("lr", "optim.lr")
     if lr is MISSING or not _close(lr, protocol.lr):
         changes.append(f"optim.lr={'?' if lr is MISSING else format(lr, 'g')}")
