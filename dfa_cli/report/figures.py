@@ -57,7 +57,7 @@ def test_error_figure(title: str, cells: pd.DataFrame, path: Path, split: str = 
     epoch_axis(ax)
     ax.set_ylabel(f"{split} error (%)")
     log_axis(ax)
-    curve_legend(ax, paper_lines, tails, loc="upper right")
+    curve_legend(ax, paper_lines, tails, loc="best")
     ax.set_title(wrap(title, 6.0))
     return save(fig, path)
 
@@ -66,7 +66,7 @@ def learning_figure(title: str, cells: pd.DataFrame, path: Path, split: str = "t
     """One panel per method: online and clean training error and test error vs epoch (log scale)."""
     series_kinds = LEARNING_SERIES + ((EVAL_KEYS[split], split, "-"),)
     cells = _sorted_cells(cells)
-    width = 3.0 * len(cells) + 0.8
+    width = max(4.5, 3.0 * len(cells) + 0.8)
     fig, axes = new_figure(width, 3.4, ncols=len(cells), sharey=True)
     drawn, tails, floored = set(), False, False
     for ax, cell in zip(axes[0], cells):
@@ -110,7 +110,7 @@ def depth_figure(title: str, cells: pd.DataFrame, path: Path) -> Path | None:
     epoch_axis(ax)
     ax.set_ylabel(_error_label(floored))
     log_axis(ax)
-    curve_legend(ax, False, tails, loc="upper right", ncol=2)
+    curve_legend(ax, False, tails, loc="best", ncol=2)
     ax.set_title(wrap(title, 6.0))
     return save(fig, path)
 
@@ -153,7 +153,7 @@ def alignment_figure(title: str, paths: list[str], path: Path) -> Path | None:
     n_layers = max(found.values())
     layers = _shown_layers(n_layers)
     cmap = plt.get_cmap("viridis")   # dark (first layer) to green (last); its yellow end is faint on white
-    width = 3.6 * len(keys) + 1.6
+    width = 3.1 * len(keys) + 1.6
     fig, axes = new_figure(width, 3.4, ncols=len(keys), sharey=True)
     for ax, key in zip(axes[0], keys):
         for j, layer in enumerate(layers):
