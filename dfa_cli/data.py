@@ -131,6 +131,16 @@ def _read_split(name: str, directory: Path, files: list[str], label_key):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed download made (torchvision makes them first), deepest first,
+    as long as they are empty: a refused run leaves no empty data/MNIST/raw behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def _present(directory: Path, files: list[str]) -> bool:
     return all((directory / f).is_file() for f in files)
 
@@ -153,9 +163,11 @@ def load_dataset(name: str, root=None, download: bool = True, subset=None,
     if not _present(directory, train_files + test_files):
         if not download:
             raise _missing(name, root_path, source, folder, train_files, "data.download=false")
+        made = [d for d in (directory, *directory.parents) if not d.exists()]   # deepest first
         try:
             _download(name, root_path)
         except Exception as err:  # no internet, unwritable root, …: all end the same way
+            _remove_empty(made)
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise _missing(name, root_path, source, folder, train_files,
                            f"the download failed ({reason})") from None

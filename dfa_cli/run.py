@@ -118,6 +118,17 @@ def describe(cfg: DictConfig, model, data, device, fused: bool = False) -> dict:
     }
 
 
+def what_it_trains(cfg: DictConfig, seeds: list[int]) -> str:
+    """``DFA, 2x800 tanh (fc800x2) on MNIST, seeds 0-4, up to 300 epochs``: the run in one line."""
+    hidden = hidden_sizes(cfg.model)
+    shape = f"{len(hidden)}x{hidden[0]}" if hidden and len(set(hidden)) == 1 else cfg.model.name
+    extra = "" if variant(cfg) == "none" else f" + {variant(cfg)}"
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seed_tag(None, seeds)[1:].replace('+', ',')}"
+    name = "" if shape == cfg.model.name else f" ({cfg.model.name})"
+    return (f"{cfg.method.name.upper()}, {shape} {cfg.model.activation}{extra}{name} on "
+            f"{cfg.data.name.upper()}, {which}, up to {cfg.trainer.max_epochs} epoch{'s' * (cfg.trainer.max_epochs != 1)}")
+
+
 def gpu_for_job(device: torch.device, job_num: int | None, n_gpus: int) -> torch.device:
     """One GPU per job of a parallel sweep: ``cuda`` (no index) becomes ``cuda:{job_num % n_gpus}``.
 
@@ -153,6 +164,8 @@ def train(cfg: DictConfig, run_dir, resume: bool | None = None, job_num: int | N
     if cfg.trainer.cuda_graph == "on" and device.type != "cuda":
         raise UserError("trainer.cuda_graph=on needs a CUDA device; use auto or off on this machine.")
     use_graph = device.type == "cuda" and cfg.trainer.cuda_graph != "off"
+    if plan.action != "resume":
+        log.info(f"training {what_it_trains(cfg, seeds)} on {device}; records in {run_dir}")
     set_precision(cfg.trainer.matmul_precision)
     d = cfg.data
     data = load_dataset(d.name, d.root, d.download, d.subset, d.test_subset,
@@ -202,11 +215,18 @@ def _write_hydra_files(hydra_cfg, cfg: DictConfig, run_dir: Path) -> None:
     OmegaConf.save(hydra_cfg.overrides.task, target / "overrides.yaml")
 
 
-def _discard_unstarted(run_dir: Path) -> None:
-    """A new run refused before training holds only Hydra's files: remove them, so that bad input
-    leaves no half-made run behind for dfa-report to list."""
+def _discard_unstarted(run_dir: Path, results_dir) -> None:
+    """A new run refused before training holds only Hydra's files: remove them, and the date folders
+    above them that are left empty, so that bad input leaves no half-made run behind."""
     if not any(next(run_dir.rglob(name), None) for name in (METRICS, SUMMARY, ckpt.CHECKPOINT)):
         shutil.rmtree(run_dir, ignore_errors=True)
+        results, folder = Path(results_dir).resolve(), run_dir.resolve().parent
+        while folder != results and results in folder.parents:
+            try:
+                folder.rmdir()   # only an empty one
+            except OSError:
+                break
+            folder = folder.parent
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
@@ -223,7 +243,7 @@ def _hydra_main(cfg: DictConfig) -> None:
                           job_num=hydra_cfg.job.get("num") if "joblib" in launcher else None)
     except UserError as err:
         if not resume:
-            _discard_unstarted(run_dir)
+            _discard_unstarted(run_dir, cfg.results_dir)
         sys.stderr.write(f"dfa-run: {err}\n")
         sys.exit(2)
     except Interrupted as stop:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +105,18 @@ def test_corrupt_cifar_pickle_is_one_sentence(tmp_path):
     (folder / "train").write_bytes((folder / "train").read_bytes()[:500])
     with pytest.raises(UserError, match="truncated or corrupt"):
         load_dataset("cifar100", tmp_path, download=False)
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch):
+    import dfa_cli.data as data
+
+    def offline(name, root):   # as torchvision does: the folder first, then the download fails
+        (Path(root) / "MNIST" / "raw").mkdir(parents=True)
+        raise OSError("network is unreachable")
+    monkeypatch.setattr(data, "_download", offline)
+    (tmp_path / "kept").mkdir()
+    for root in (tmp_path / "data", tmp_path / "kept"):
+        with pytest.raises(UserError, match="download failed .network is unreachable"):
+            load_dataset("mnist", root, download=True)
+    assert not (tmp_path / "data").exists()                   # made by the attempt: removed
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())   # there before: kept

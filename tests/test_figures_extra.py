@@ -10,7 +10,9 @@ import pytest
 import torch
 import yaml
 
-from dfa_cli import figures, report
+from dfa_cli import report
+from dfa_cli.report import cli as report_cli
+from dfa_cli.report import figures, plots, tsne
 from dfa_cli.features import FEATURES, FeatureDump
 from dfa_cli.models import FCNet
 from dfa_cli.records import RunRecord
@@ -73,14 +75,15 @@ def test_report_out_draws_learning_alignment_depth_and_tsne_figures(tmp_path, ca
     report.main([str(runs), "--out", str(out), "--tsne-points", "40"])
     assert "wrote" in capsys.readouterr().err
     names = pngs(out / "figures")
-    expected = {"table1_mnist_learning_03_2x800_tanh.png", "table1_mnist_learning_01_100x240_tanh.png",
-                "table1_mnist_alignment_03_2x800_tanh_bp.png", "table1_mnist_alignment_03_2x800_tanh_fa.png",
-                "table1_mnist_alignment_03_2x800_tanh_dfa.png", "table1_mnist_alignment_01_100x240_tanh_dfa.png",
-                "depth_fc240x100.png", "other_runs_learning_00_mnist_3x400_tanh.png",
-                "other_runs_tsne_00_mnist_3x400_tanh.png"}
+    expected = {"learning-curves_table1-mnist_2x800-tanh.png", "learning-curves_table1-mnist_100x240-tanh.png",
+                "alignment_table1-mnist_2x800-tanh_fa.png",
+                "alignment_table1-mnist_2x800-tanh_dfa.png", "alignment_table1-mnist_100x240-tanh_dfa.png",
+                "depth_table1-mnist_100x240-tanh.png", "learning-curves_other-runs_mnist_3x400-tanh.png",
+                "tsne_other-runs_mnist_3x400-tanh.png", "test-error_table1-mnist_2x800-tanh.png",
+                "ours-vs-paper_table1-mnist.png"}
     assert expected <= set(names), sorted(names)
-    assert "table1_mnist_alignment_01_100x240_tanh_bp.png" not in names     # BP logged no angles there
-    assert not any(n.startswith("other_runs_alignment") for n in names)      # nor did the t-SNE runs
+    assert not any(n.startswith("alignment") and n.endswith("_bp.png") for n in names)   # BP's angle is 0
+    assert not any(n.startswith("alignment_other-runs") for n in names)   # nor did the t-SNE runs
     assert all(p.read_bytes()[:8] == PNG_SIGNATURE for p in names.values())
 
 
@@ -88,8 +91,8 @@ def test_no_new_figures_without_their_data(tmp_path, capsys):
     write_record(tmp_path / "results" / "plain", alignment=False, eval_train=False)
     report.main([str(tmp_path / "results"), "--out", str(tmp_path / "out")])
     names = set(pngs(tmp_path / "out" / "figures"))
-    assert "table1_mnist_learning_03_2x800_tanh.png" in names   # learning curves need only metrics
-    assert not any(("alignment" in n) or ("tsne" in n) or n.startswith("depth") for n in names)
+    assert "learning-curves_table1-mnist_2x800-tanh.png" in names   # learning curves need only metrics
+    assert not any(("alignment" in n) or ("tsne" in n) or n.startswith(("depth", "paired")) for n in names)
 
 
 def test_alignment_figure_of_a_deep_net_shows_a_subset_of_layers(tmp_path):
@@ -98,26 +101,29 @@ def test_alignment_figure_of_a_deep_net_shows_a_subset_of_layers(tmp_path):
     assert figures._shown_layers(3) == [0, 1, 2]
     path = figures.alignment_figure("deep", paths, tmp_path / "a.png")
     assert path.read_bytes()[:8] == PNG_SIGNATURE
-    curve = figures.seed_curve(paths, figures._layer_value("delta_angle", 0))
-    assert list(curve.index) == [2, 3]            # epoch 1's null is left out, not drawn as 0 or NaN
+
+    def first_layer(row, where):
+        return figures._angles(row, "delta_angle", where)[0]
+    (curve, _) = plots.seed_series(paths, first_layer)
+    assert curve.dropna().index.tolist() == [2, 3]   # epoch 1's null is left out, not drawn as 0
 
 
 def test_tsne_on_a_tiny_subset(tmp_path):
     arrays = fake_features(n=50)
-    emb = figures.tsne_embedding(arrays["hidden1"])
-    assert emb.shape == (50, 2) and np.isfinite(emb).all()
+    emb, cached = tsne.tsne_embedding(arrays["hidden1"])
+    assert emb.shape == (50, 2) and np.isfinite(emb).all() and not cached
     files = []
     for method in ("bp", "dfa"):
         np.savez_compressed(tmp_path / f"{method}.npz", **arrays)
         files.append((method, tmp_path / f"{method}.npz"))
-    path = figures.tsne_figure("tiny", files, tmp_path / "tsne.png", points=30)
+    path = tsne.tsne_figure("tiny", files, tmp_path / "tsne.png", points=30)
     assert path.read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_tsne_points_must_be_positive(tmp_path):
     with pytest.raises(SystemExit):
-        report.parse_args([str(tmp_path), "--tsne-points", "0"])
-    assert report.parse_args([str(tmp_path)]).tsne_points == 1000
+        report_cli.parse_args([str(tmp_path), "--tsne-points", "0"])
+    assert report_cli.parse_args([str(tmp_path)]).tsne_points == 1000
 
 
 # ---- the features file ----------------------------------------------------------------------

@@ -20,48 +20,77 @@ import yaml
 
 from dfa_cli import report
 from dfa_cli.records import RunRecord, replica_dirs
+from dfa_cli.report import cells as report_cells
+from dfa_cli.report import spec
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # What dfa-run's describe() and Trainer._finish() write for a paper-protocol MNIST run.
 PROTOCOL_SUMMARY = {
-    "method": "dfa", "model": "fc800x2", "activation": "tanh", "data": "mnist", "dropout": "none",
-    "variant": "none", "hidden": [800, 800], "loss": "bce", "init": "zero", "optimizer": "rmsprop",
-    "lr": 1e-4, "batch_size": 64, "max_epochs": 300, "subset": None, "n_train": 60000, "n_test": 10000,
-    "device": "cpu", "device_name": "cpu", "torch_version": "2.x", "git_commit": None,
+    "method": "dfa", "model": "fc800x2", "activation": "tanh", "data": "mnist", "preprocess": "none",
+    "dropout": "none", "variant": "none", "dropout_input": 0.0, "dropout_hidden": 0.0, "dropout_conv": None,
+    "hidden": [800, 800], "loss": "bce", "init": "zero", "init_config": "paper", "optimizer": "rmsprop",
+    "lr": 1e-4, "batch_size": 64, "max_epochs": 300, "stop_train_error": 0.01, "subset": None,
+    "test_subset": None, "matmul_precision": "highest", "adversarial_eps": 0.0, "adversarial_clip": False,
+    "eval_train": False, "lr_schedule": "constant", "lr_step_epochs": None, "lr_max_halvings": None,
+    "eval_split": "test", "threads": 1, "fused_optimizer": False, "n_train": 60000, "n_test": 10000,
+    "device": "cpu", "device_name": "cpu", "torch_version": "2.x", "git_commit": "0123456789abcdef",
     "best_epoch": 2, "stop_reason": "converged", "wall_seconds": 1.0, "seconds_per_epoch": 0.5,
-    "stacked_seeds": 1, "finished_at": "2026-01-01T00:00:00+0000",
+    "stacked_seeds": 1, "lr_halvings": 0, "final_lr": 1e-4, "finished_at": "2026-01-01T00:00:00+0000",
 }
 
 
+def row_fields(method="dfa", model="fc800x2", activation="tanh", variant="none", **fields) -> dict:
+    """The summary fields that follow from a run's row and method under the paper's protocol
+    (the dropout row's schedule as its preset names it, whatever that is when the test runs)."""
+    parts = variant.split("+")
+    protocol = spec.row_protocol("mnist", model, activation, variant)
+    return {"init": spec.paper_init(method, activation, model),
+            "dropout_input": 0.1 if "dropout" in parts else 0.0, "dropout_hidden": 0.5 if "dropout" in parts else 0.0,
+            "adversarial_eps": 0.08 if "adversarial" in parts else 0.0,
+            "lr_schedule": protocol.lr_schedule, "lr_step_epochs": protocol.lr_step_epochs,
+            "lr_max_halvings": protocol.lr_max_halvings, "max_epochs": protocol.max_epochs, "lr": protocol.lr}
+
+
 def hydra_config(summary: dict, init: str = "paper") -> dict:
-    """The parts of .hydra/config.yaml the report reads, consistent with ``summary``."""
-    dropout = (0.1, 0.5) if "dropout" in summary.get("variant", "none").split("+") else (0.0, 0.0)
+    """The parts of .hydra/config.yaml the report may read, consistent with ``summary``."""
     adversarial = {"eps": summary.get("adversarial_eps", 0.0), "clip": summary.get("adversarial_clip", False)}
-    return {"adversarial": adversarial, "data": {"name": summary["data"], "subset": summary.get("subset")},
+    return {"adversarial": adversarial, "data": {"name": summary["data"], "subset": summary.get("subset"),
+                                                 "test_subset": summary.get("test_subset")},
             "model": {"name": summary["model"], "activation": summary.get("activation")},
             "method": {"name": summary["method"]}, "init": {"name": init},
-            "dropout": {"name": summary.get("dropout", "none"), "input": dropout[0], "hidden": dropout[1]},
+            "optim": {"name": summary.get("optimizer", "rmsprop"), "lr": summary.get("lr", 1e-4)},
+            "loss": {"name": summary.get("loss", "bce")},
+            "dropout": {"name": summary.get("dropout", "none"), "input": summary.get("dropout_input", 0.0),
+                        "hidden": summary.get("dropout_hidden", 0.0)},
             "seed": summary.get("seed", 0), "seeds": None,
-            "trainer": {"max_epochs": summary.get("max_epochs"), "stop_train_error": 0.01}}
+            "trainer": {"max_epochs": summary.get("max_epochs"), "stop_train_error": summary.get("stop_train_error", 0.01),
+                        "batch_size": 64, "matmul_precision": "highest",
+                        "lr_schedule": summary.get("lr_schedule", "constant")}}
 
 
 def write_run(directory: Path, *, test_error, train_error=0.0, curve=(20.0, 5.0), summary_file=True,
-              init="paper", **fields) -> Path:
-    """A run directory as dfa-run leaves it: .hydra/, metrics.jsonl, then summary.json."""
-    summary = {**PROTOCOL_SUMMARY, "best_test_error": test_error, **fields, "test_error": test_error,
-               "train_error": train_error}
-    (directory / ".hydra").mkdir(parents=True, exist_ok=True)
-    (directory / ".hydra" / "config.yaml").write_text(yaml.safe_dump(hydra_config(summary, init)))
-    (directory / ".hydra" / "overrides.yaml").write_text("[]\n")
+              hydra=True, drop=(), **fields) -> Path:
+    """A run directory as dfa-run leaves it: .hydra/, metrics.jsonl, then summary.json.
+
+    ``drop``: summary fields to leave out (an older record)."""
+    row = {k: fields.get(k, PROTOCOL_SUMMARY[k]) for k in ("method", "model", "activation", "variant")}
+    summary = {**PROTOCOL_SUMMARY, **row_fields(**row), "best_test_error": test_error, **fields,
+               "test_error": test_error, "train_error": train_error}
+    if hydra:
+        (directory / ".hydra").mkdir(parents=True, exist_ok=True)
+        config = hydra_config(summary, summary["init_config"] if isinstance(summary["init_config"], str) else "paper")
+        (directory / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        (directory / ".hydra" / "overrides.yaml").write_text("[]\n")
     record = RunRecord(directory)
     errors = [*curve, test_error]
     for epoch, err in enumerate(errors, 1):
         record.log_epoch({"epoch": epoch, "train_loss": 0.1, "train_error": train_error, "train_error_ema": 0.0,
                           "test_loss": 0.1, "test_error": err, "lr": 1e-4, "seconds": 0.5, "elapsed": epoch})
     if summary_file:
-        record.write_summary({**summary, "epochs": len(errors)})
+        summary = {"epochs": len(errors), **summary}
+        record.write_summary({k: v for k, v in summary.items() if k not in drop})
     return directory
 
 
@@ -80,7 +109,7 @@ def cli(*args, capsys) -> tuple[str, str]:
 
 def csv_cells(root, *args, capsys) -> pd.DataFrame:
     out, _ = cli(root, "--format", "csv", *args, capsys=capsys)
-    return pd.read_csv(io.StringIO(out), keep_default_na=True)
+    return pd.read_csv(io.StringIO(out), keep_default_na=True, dtype={"seeds": str})
 
 
 def one(frame: pd.DataFrame, **where) -> pd.Series:
@@ -175,7 +204,7 @@ def test_diverged_runs_are_counted_not_averaged(tmp_path, capsys):
     (1.74, 0.0, math.nan, math.nan, False),  # no paper value: nothing to flag
 ])
 def test_flag_rule(ours, ours_std, paper, paper_std, flagged):
-    assert report.is_flagged(ours, ours_std, paper, paper_std) is flagged
+    assert report_cells.is_flagged(ours, ours_std, paper, paper_std) is flagged
 
 
 def test_flag_is_marked_in_every_format(tmp_path, capsys):
@@ -228,7 +257,8 @@ def test_shortened_runs_fill_an_empty_cell_marked(tmp_path, capsys):
     assert cell["shortened"] and cell["setting"] == "data.subset=2000, trainer.max_epochs=2"
     markdown, _ = cli(tmp_path, "--format", "markdown", capsys=capsys)
     assert "10.00 ± 1.41 (0.00) n=2†" in markdown
-    assert "† shortened runs, not the paper's protocol (data.subset=2000, trainer.max_epochs=2" in markdown
+    assert "† shortened runs, not the paper's protocol: data.subset=2000, trainer.max_epochs=2 (DFA 2x800 tanh)" \
+        in markdown
     strict = csv_cells(tmp_path, "--strict", capsys=capsys)
     assert one(strict, table="other_runs", method="dfa")["n"] == 2
 
@@ -237,7 +267,7 @@ def test_protocol_runs_win_the_cell_the_rest_go_to_other_runs(tmp_path, capsys):
     write_cell(tmp_path, "full", [1.7, 1.8])
     write_cell(tmp_path, "quick", [9.0], subset=2000, n_train=2000)
     write_cell(tmp_path, "adam", [1.9], optimizer="adam", lr=1e-3)
-    write_cell(tmp_path, "uniform", [1.9], init="uniform")
+    write_cell(tmp_path, "uniform", [1.9], init="uniform", init_config="uniform")
     write_cell(tmp_path, "tf32", [1.9], matmul_precision="high")
     write_cell(tmp_path, "dropout_rate", [1.9], variant="dropout", dropout="paper", hidden=[800, 400])
     cells = csv_cells(tmp_path, capsys=capsys)
@@ -349,25 +379,26 @@ def test_out_writes_every_table_in_every_format_and_valid_pngs(tmp_path, capsys)
     write_run(tmp_path / "results" / "running", seed=9, test_error=1.7, summary_file=False)
     out = tmp_path / "report"
     _, err = cli(tmp_path / "results", "--out", out, capsys=capsys)
-    for stem in ("table1_mnist", "other_runs", "incomplete_runs"):
+    stems = ("table1_mnist", "table1_mnist_paired", "other_runs", "incomplete_runs", "runs")
+    for stem in stems:
         for ext in ("md", "csv", "tex", "txt"):
             assert (out / f"{stem}.{ext}").stat().st_size > 0, f"{stem}.{ext}"
     assert "2x800 tanh" in (out / "report.md").read_text()
     assert pd.read_csv(out / "table1_mnist.csv")["ours_mean"].notna().sum() == 2
     figures = sorted((out / "figures").glob("*.png"))
     names = {p.name for p in figures}
-    assert "table1_mnist_bars.png" in names
-    assert "table1_mnist_curves_03_2x800_tanh.png" in names
-    assert any(n.startswith("other_runs_curves_") for n in names)
+    assert {"ours-vs-paper_table1-mnist.png", "test-error_table1-mnist_2x800-tanh.png",
+            "learning-curves_table1-mnist_2x800-tanh.png", "paired-vs-bp_table1-mnist.png",
+            "test-error_other-runs_mnist_3x400-tanh.png"} <= names
     assert all(p.read_bytes()[:8] == PNG_SIGNATURE for p in figures)
-    assert f"wrote {len(figures) + 13} files" in err
+    assert f"wrote {len(figures) + 4 * len(stems) + 1} files" in err   # + report.md
 
 
 # ---- the paper's reference values ---------------------------------------------------------
 def test_paper_tables_file():
-    paper = report.load_paper()
+    paper = spec.load_paper()
     assert paper.groupby("table")["row"].nunique().to_dict() == {1: 10, 2: 4, 3: 4}
-    assert not paper.duplicated(subset=[*report.ROW_KEY, "method"]).any()
+    assert not paper.duplicated(subset=[*spec.ROW_KEY, "method"]).any()
     checked = paper[paper["checked_against"] != ""]
     assert len(checked) == 1
     assert (checked.iloc[0]["row"], checked.iloc[0]["method"], checked.iloc[0]["test_error"]) == \
@@ -401,8 +432,8 @@ def test_table_presets_sweep_every_row_and_method_with_five_stacked_seeds(preset
     rows = params[f"+experiment/{folder}"].split(",")
     assert len(rows) == n_rows
     assert sorted(rows) == sorted(p.stem for p in (REPO / "conf" / "experiment" / folder).glob("*.yaml"))
-    paper = report.load_paper()
-    paper_rows = set(paper[report.ROW_KEY].itertuples(index=False, name=None))
+    paper = spec.load_paper()
+    paper_rows = set(paper[spec.ROW_KEY].itertuples(index=False, name=None))
     swept = set()
     for row in rows:  # what one job of the sweep composes
         cfg = compose(f"experiment={preset}", f"+experiment/{folder}={row}", "method=fa")

@@ -176,3 +176,20 @@ def test_real_mnist_short_run_learns(real_data, tmp_path):
     (summary,) = summaries(tmp_path)
     assert summary["n_train"] == 10000 and summary["n_test"] == 10000
     assert summary["test_error"] < 50, summary      # chance is 90%; 157 steps of lr 1e-4 give ~26%
+
+
+# ---- a first run (issue 12, item 8) ------------------------------------------------------------
+def test_dfa_run_says_where_it_writes_and_what_it_trains(fake_mnist, tmp_path):
+    out = run_cli("run", *tiny(fake_mnist, tmp_path / "res"), "trainer.progress=false")
+    assert out.returncode == 0, out.stderr
+    (run_dir,) = [p.parent for p in (tmp_path / "res").rglob("summary.json")]
+    start = next(line for line in (out.stdout + out.stderr).splitlines() if "training DFA" in line)
+    assert "training DFA, 1x16 tanh (fc16x1) on MNIST, seed 0, up to 1 epoch on cpu; records in" in start
+    assert start.endswith(str(run_dir))
+
+
+def test_a_run_refused_for_missing_data_leaves_no_empty_folders(tmp_path):
+    out = run_cli("run", f"data.root={tmp_path / 'none'}", "data.download=false", f"results_dir={tmp_path}/res")
+    assert_one_sentence(out, "Data set 'mnist' not found")
+    assert list((tmp_path / "res").rglob("*")) == []          # no results/runs/<date> left behind
+    assert not (tmp_path / "none").exists()

@@ -1,0 +1,3 @@
+from dfa_cli.report.cli import main
+
+main()
