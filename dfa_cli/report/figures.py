@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .cells import method_order
+from .spec import method_label
 from .plots import (ERROR_FLOOR, colour, column, curve_legend, curve_title, draw_seeds, epoch_axis, log_axis,
                     new_figure, number, run_metrics, save, seed_series, wrap)
 
@@ -46,7 +47,7 @@ def test_error_figure(title: str, cells: pd.DataFrame, path: Path, split: str = 
         if not series:
             continue
         drawn = True
-        tails |= draw_seeds(ax, series, colour(cell.method), f"{cell.method.upper()}{cell.mark}")
+        tails |= draw_seeds(ax, series, colour(cell.method), f"{method_label(cell.method)}{cell.mark}")
         paper = getattr(cell, "paper_mean", math.nan)
         if isinstance(paper, float) and math.isfinite(paper):
             ax.axhline(paper, color=colour(cell.method), linestyle=":", linewidth=1.2)
@@ -75,7 +76,7 @@ def learning_figure(title: str, cells: pd.DataFrame, path: Path, split: str = "t
             tails |= draw_seeds(ax, series, colour(cell.method), None, linestyle=style)
             drawn |= {key} if series else set()
             floored |= _floored(series)
-        ax.set_title(f"{cell.method.upper()}{cell.mark}, n={cell.n}", color=colour(cell.method))
+        ax.set_title(f"{method_label(cell.method)}{cell.mark}, n={cell.n}", color=colour(cell.method))
         epoch_axis(ax)
     if not drawn:
         plt.close(fig)
@@ -100,7 +101,7 @@ def depth_figure(title: str, cells: pd.DataFrame, path: Path) -> Path | None:
     for cell in _sorted_cells(cells):
         for key, style, what in (("test_error", "-", "test"), ("train_error", "--", "train")):
             series = seed_series(cell.paths, column(key), floor=ERROR_FLOOR)
-            tails |= draw_seeds(ax, series, colour(cell.method), f"{cell.method.upper()}{cell.mark} {what}",
+            tails |= draw_seeds(ax, series, colour(cell.method), f"{method_label(cell.method)}{cell.mark} {what}",
                                 linestyle=style)
             drawn |= bool(series)
             floored |= _floored(series)
@@ -195,10 +196,10 @@ def ours_vs_paper_figure(title: str, cells: pd.DataFrame, path: Path) -> Path | 
         m = rows[rows["method"] == method].set_index("row").reindex(labels)
         y = [j + (i - (len(methods) - 1) / 2) * 0.8 / len(methods) for j in range(len(labels))]
         ax.errorbar(m["ours_mean"], y, xerr=m["ours_std"].fillna(0), fmt="o", color=colour(method),
-                    markersize=5, capsize=2, label=f"{method.upper()}, ours")
+                    markersize=5, capsize=2, label=f"{method_label(method)}, ours")
         ax.errorbar(m["paper_mean"], [v + 0.12 / len(methods) for v in y], xerr=m["paper_std"].fillna(0), fmt="D",
                     color=colour(method), markerfacecolor="white", markersize=4, capsize=2, alpha=0.9,
-                    label=f"{method.upper()}, paper")
+                    label=f"{method_label(method)}, paper")
         for yi, mean, mark in zip(y, m["ours_mean"], m["mark"].fillna("")):
             if mark and isinstance(mean, float) and math.isfinite(mean):
                 ax.annotate(mark, (mean, yi), xytext=(5, -2), textcoords="offset points", fontsize=9)
@@ -230,7 +231,7 @@ def paired_figure(title: str, pairs: pd.DataFrame, path: Path) -> Path | None:
         low = (m["mean_diff"] - m["ci_low"]).fillna(0)
         high = (m["ci_high"] - m["mean_diff"]).fillna(0)
         ax.errorbar(m["mean_diff"], y, xerr=[low, high], fmt="o", color=colour(method), capsize=3,
-                    markersize=4, label=f"{method.upper()} − BP")
+                    markersize=4, label=f"{method_label(method)} − BP")
     ax.axvline(0, color="grey", linewidth=1)
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels)

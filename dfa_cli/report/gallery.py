@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 
 from . import figures as fig
 from .plots import STYLE
-from .spec import FEATURES, TABLES
+from .spec import FEATURES, TABLES, method_label
 from .tsne import tsne_figure
 
 MAX_NAME = 150   # characters before ".png"; most file systems allow 255
@@ -106,8 +106,8 @@ def draw_view(g: Gallery, view) -> None:
                   fig.learning_figure, title, cells, split=split)
         for cell in cells[cells["method"] != "bp"].itertuples(index=False):   # BP's angle to itself is 0
             g.attempt(key, figure_name("alignment", *parts, cell.method),
-                      f"Alignment with BP: {title}, {cell.method.upper()}",
-                      fig.alignment_figure, f"{title}, {cell.method.upper()}", cell.paths)
+                      f"Alignment with BP: {title}, {method_label(cell.method)}",
+                      fig.alignment_figure, f"{title}, {method_label(cell.method)}", cell.paths)
         if first["model"] == "fc240x100":
             g.attempt(key, figure_name("depth", *parts), f"Depth experiment, 100 hidden layers: {title}",
                       fig.depth_figure, f"Depth experiment, 100 hidden layers: {title}", cells)

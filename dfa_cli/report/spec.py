@@ -19,6 +19,13 @@ SUMMARY, METRICS, HYDRA_DIR, FEATURES = "summary.json", "metrics.jsonl", ".hydra
 PAPER_METHODS = ("bp", "fa", "dfa")
 EXTRA_METHODS = ("ifa", "shallow", "drtp", "usf", "brsf", "frsf")
 METHODS = PAPER_METHODS + EXTRA_METHODS          # column order in every table
+# How the literature writes each rule's name (Liao et al. 2016 for the sign-symmetric ones).
+METHOD_LABELS = {"bp": "BP", "fa": "FA", "dfa": "DFA", "ifa": "IFA", "shallow": "Shallow", "drtp": "DRTP",
+                 "usf": "uSF", "brsf": "brSF", "frsf": "frSF"}
+
+
+def method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method.upper())
 STOP_REASONS = ("converged", "max_epochs", "diverged", "lr_halvings")
 SCHEDULES = ("constant", "step", "auto")
 SPLITS = ("test", "validation")

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .plots import save, wrap
+from .spec import method_label
 
 SEED = 0             # t-SNE's random state, and the choice of the examples shown
 MAX_PERPLEXITY = 30.0
@@ -85,7 +86,7 @@ def tsne_figure(title: str, runs: list[tuple[str, Path]], path: Path, points: in
             emb, cached = tsne_embedding(arrays[name][keep], cache=cache)
             if progress:
                 how = "from the cache" if cached else f"{time.perf_counter() - start:.1f} s"
-                progress(f"t-SNE {done}/{total}: {method.upper()} {name}, {len(keep)} points ({how})")
+                progress(f"t-SNE {done}/{total}: {method_label(method)} {name}, {len(keep)} points ({how})")
             ax = axes[i][j]
             ax.scatter(emb[:, 0], emb[:, 1], c=labels[keep], cmap="tab10", vmin=-0.5, vmax=9.5, s=2.5,
                        linewidths=0, rasterized=True)
@@ -96,7 +97,7 @@ def tsne_figure(title: str, runs: list[tuple[str, Path]], path: Path, points: in
             if i == 0:
                 ax.set_title(name.replace("hidden", "hidden "))
             if j == 0:
-                ax.set_ylabel(method.upper(), fontsize=10)
+                ax.set_ylabel(method_label(method), fontsize=10)
         for j in range(len(layers), n_cols):
             axes[i][j].axis("off")
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=plt.get_cmap("tab10")(d), markersize=4)

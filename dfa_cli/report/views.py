@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .spec import FLAG, FLAG_FLOOR, METRIC_NAMES, NONE, TABLES
+from .spec import FLAG, FLAG_FLOOR, METRIC_NAMES, NONE, TABLES, method_label
 
 
 @dataclass
@@ -77,7 +77,7 @@ def shortened_notes(cells: pd.DataFrame) -> list[str]:
     notes = []
     marked = cells[cells["mark"] != ""]
     for mark, group in marked.groupby("mark", sort=False):
-        which = ", ".join(f"{c.method.upper()} {c.row}" for c in group.itertuples())
+        which = ", ".join(f"{method_label(c.method)} {c.row}" for c in group.itertuples())
         notes.append(f"{mark} shortened runs, not the paper's protocol: {group['setting'].iloc[0]} "
                      f"({which}). Not comparable with the paper's numbers; never flagged.")
     return notes
@@ -94,7 +94,7 @@ def paper_view(data: str, cells: pd.DataFrame, metric: str, digits: int, protoco
             line += [ours_text(c, digits), paper_text(c), delta_text(c, digits)]
         rows.append(line)
     key, title = TABLES[data]
-    checked = [f"{c.method.upper()} {c.row} ({c.checked_against})"
+    checked = [f"{method_label(c.method)} {c.row} ({c.checked_against})"
                for c in cells[cells["checked_against"] != ""].itertuples()]
     provenance = f"checked: {', '.join(checked)}; the rest transcribed" if checked else "transcribed"
     notes = [legend(metric),
@@ -109,7 +109,7 @@ def paper_view(data: str, cells: pd.DataFrame, metric: str, digits: int, protoco
                      "(train_error_eval in metrics.jsonl and summary.json).")
     notes += shortened_notes(cells)
     return View(key, f"{title}: {METRIC_NAMES[metric]}, ours vs Nøkland (2016)",
-                [("", ["Model"])] + [(m.upper(), ["ours", "paper", "Δ"]) for m in methods],
+                [("", ["Model"])] + [(method_label(m), ["ours", "paper", "Δ"]) for m in methods],
                 rows, notes, add_display_columns(cells, digits))
 
 
@@ -136,7 +136,7 @@ def paired_view(data: str, pairs: pd.DataFrame, metric: str, digits: int) -> Vie
              f"of freedom), n = matched seeds. 'higher' / 'lower': the interval excludes 0, the method's "
              f"error is higher / lower than BP's. One pair gives no interval."]
     return View(f"{key}_paired", f"{title}: paired differences vs BP over matched seeds",
-                [("", ["Model"])] + [("", [f"{m.upper()} − BP"]) for m in methods], rows, notes, pairs)
+                [("", ["Model"])] + [("", [f"{method_label(m)} − BP"]) for m in methods], rows, notes, pairs)
 
 
 def grouped_view(key: str, title: str, cells: pd.DataFrame, metric: str, digits: int, note: str) -> View:
@@ -149,7 +149,7 @@ def grouped_view(key: str, title: str, cells: pd.DataFrame, metric: str, digits:
         first = row.iloc[0]
         rows.append([first["data"], first["row"], first["setting"] or "paper protocol"] +
                     [ours_text(by_method[m], digits) if m in by_method else NONE for m in methods])
-    return View(key, title, [("", ["Data", "Model", "Setting"])] + [(m.upper(), ["ours"]) for m in methods],
+    return View(key, title, [("", ["Data", "Model", "Setting"])] + [(method_label(m), ["ours"]) for m in methods],
                 rows, [legend(metric), note], add_display_columns(cells, digits))
 
 
@@ -172,7 +172,7 @@ def runs_view(runs: pd.DataFrame, digits: int) -> View:
 
     def num(v):
         return _fmt(v, digits) if _finite(v) else NONE
-    rows = [[r.table, r.row, r.method.upper(), r.setting or "paper protocol", str(r.seed), num(r.test_error),
+    rows = [[r.table, r.row, method_label(r.method), r.setting or "paper protocol", str(r.seed), num(r.test_error),
              num(r.train_error), str(r.epochs if r.epochs is not None else NONE), str(r.stop_reason or NONE),
              (r.git_commit or NONE)[:12], r.path] for r in frame.itertuples(index=False)]
     notes = ["Test error (validation error for validation runs) and online training error % at the last "
