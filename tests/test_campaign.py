@@ -39,7 +39,9 @@ def test_table1_plan_orders_seed_0_of_every_cell_first_cheapest_first():
     assert set(seeds[first_pass:first_pass + 2 * 28]) == {1, 2} and set(seeds[first_pass + 56:]) == {3, 4}
     costs = [j.cost for j in jobs[:first_pass]]
     assert costs == sorted(costs)
-    assert names[0].startswith("mnist/fc800x1_tanh_") and names[first_pass - 1] == "mnist/fc240x100_tanh_dfa_s0"
+    assert all(n.startswith("mnist-validation/") for n in names[:len(reproduce.SEARCH)])   # it gates a row
+    assert names[len(reproduce.SEARCH)].startswith("mnist/fc800x1_tanh_")
+    assert names[first_pass - 1] == "mnist/fc240x100_tanh_dfa_s0"
     deep_bp = next(j for j in jobs if j.name == "mnist/fc240x100_tanh_bp_s0")
     assert "trainer.max_epochs=30" in deep_bp.overrides
     assert not any(j.name.startswith("mnist/fc240x100_tanh_bp_s1") for j in jobs)   # one seed only
