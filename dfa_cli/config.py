@@ -14,7 +14,8 @@ from omegaconf import DictConfig, ListConfig
 from .data import INPUT_SHAPES, PREPROCESS, SPLITS
 from .errors import UserError
 from .losses import LOSSES
-from .models import ACTIVATIONS, IFA_ON_CONV, LATER_RULES, METHODS, STACKING, conv_map_shapes, rule_on_conv
+from .conv import IFA_ON_CONV, STACKING, conv_map_shapes, rule_on_conv
+from .models import ACTIVATIONS, LATER_RULES, METHODS
 from .rules import FEEDBACK_KINDS
 from .optim import OPTIMIZERS
 from .schedule import SCHEDULES

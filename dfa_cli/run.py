@@ -22,7 +22,7 @@ from .diagnostics import trainer_options
 from .engine import Trainer
 from .fast import supported as fast_step_supported
 from .errors import UserError
-from .models import build_model, hidden_sizes
+from .network import build_model, hidden_sizes
 from .optim import build_optimizer, use_fused
 from .records import METRICS, SUMMARY, RunRecord, environment, replica_dirs
 from .schedule import LRSchedule

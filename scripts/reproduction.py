@@ -58,8 +58,8 @@ def search_table(records: Path) -> str:
     rows = search_summary(records)
     if not any(r["state"] != "not run" for r in rows):
         return ""
-    lines = [f"**The dropout row's validation search** (DFA, 2x800 tanh + dropout, seed 0, trained on MNIST's "
-             f"first 50k, evaluated on the last 10k; `python scripts/reproduce.py dropout-search --summary`):", "",
+    lines = ["**The dropout row's validation search** (DFA, 2x800 tanh + dropout, seed 0, trained on MNIST's "
+             "first 50k, evaluated on the last 10k; `python scripts/reproduce.py dropout-search --summary`):", "",
              "| candidate | overrides | state | epochs | final val. error % | best "
              f"{SEARCH_WINDOW}-epoch mean val. error % (ending at epoch) | final online train error % |",
              "|---|---|---|---|---|---|---|"]

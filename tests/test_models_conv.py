@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from dfa_cli.config import validate
 from dfa_cli.errors import UserError
 from dfa_cli.losses import per_replica_loss
-from dfa_cli.models import ConvNet, build_model
+from dfa_cli.conv import ConvNet
+from dfa_cli.network import build_model
 from dfa_cli.records import SUMMARY
 from dfa_cli.rules import Conv2dFA
 from dfa_cli.run import train

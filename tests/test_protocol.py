@@ -12,7 +12,8 @@ import torch
 from dfa_cli import data as data_module
 from dfa_cli import engine
 from dfa_cli.errors import UserError
-from dfa_cli.models import ConvNet, FCNet
+from dfa_cli.conv import ConvNet
+from dfa_cli.models import FCNet
 from dfa_cli.records import SUMMARY
 from dfa_cli.run import sweep_threads, train
 from dfa_cli.schedule import LRSchedule
