@@ -120,3 +120,18 @@ def test_a_run_from_a_changed_config_is_set_aside_and_started_over(fake_mnist, t
     assert "different config" in out.getvalue()
     assert json.loads((records / "mnist/a_dfa_s0/summary.json").read_text())["lr"] == pytest.approx(3e-4)
     assert list((state / "runs" / "mnist").glob("a_dfa_s0.stale-*"))
+
+
+def test_search_summary_finds_each_candidates_best_window(tmp_path):
+    """The validation curve's best SEARCH_WINDOW-epoch mean, by hand on a made-up curve."""
+    folder = tmp_path / f"mnist-validation/{reproduce.DROPOUT_ROW}_step50_dfa_s0"
+    folder.mkdir(parents=True)
+    errors = [5.0, 4.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 4.0]   # best window: epochs 5..9, mean 1.0
+    folder.joinpath("metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": i + 1, "val_error": e, "train_error": e + 1}) + "\n" for i, e in enumerate(errors)))
+    rows = {r["candidate"]: r for r in reproduce.search_summary(tmp_path)}
+    step50 = rows["step50"]
+    assert step50["state"] == "running" and step50["epochs"] == 11
+    assert step50["best_window_val_error"] == pytest.approx(1.0) and step50["best_window_end_epoch"] == 9
+    assert step50["final_val_error"] == 4.0 and step50["best_single_val_error"] == 1.0
+    assert rows["constant"]["state"] == "not run"
