@@ -54,6 +54,9 @@ SEARCH = {
     "step100": ["trainer.lr_schedule=step", "trainer.lr_step_epochs=100"],
     "step50": ["trainer.lr_schedule=step", "trainer.lr_step_epochs=50"],
     "step25": ["trainer.lr_schedule=step", "trainer.lr_step_epochs=25"],
+    # At lr 1e-4 the dropout net is still improving at epoch 300, so a larger LR is a candidate too.
+    "lr3e-4": ["optim.lr=3e-4"],
+    "lr3e-4_step100": ["optim.lr=3e-4", "trainer.lr_schedule=step", "trainer.lr_step_epochs=100"],
 }
 SEARCH_WINDOW = 5   # epochs: the validation error is averaged over this many before choosing
 

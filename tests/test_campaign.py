@@ -46,7 +46,7 @@ def test_table1_plan_orders_seed_0_of_every_cell_first_cheapest_first():
     assert "trainer.max_epochs=30" in deep_bp.overrides
     assert not any(j.name.startswith("mnist/fc240x100_tanh_bp_s1") for j in jobs)   # one seed only
     search = [j for j in jobs if j.name.startswith("mnist-validation/")]
-    assert len(search) == 5 and all("data.split=validation" in j.overrides for j in search)
+    assert len(search) == len(reproduce.SEARCH) and all("data.split=validation" in j.overrides for j in search)
 
 
 def test_the_dropout_row_waits_until_its_preset_names_the_chosen_schedule(tmp_path, monkeypatch):
