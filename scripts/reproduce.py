@@ -110,7 +110,7 @@ def search_summary(records: Path) -> list[dict]:
         folder = records / f"mnist-validation/{DROPOUT_ROW}_{name}_dfa_s0"
         metrics = folder / "metrics.jsonl"
         if not metrics.is_file():
-            rows.append({"candidate": name, "state": "not run"})
+            rows.append({"candidate": name, "state": "not finished"})
             continue
         curve = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
         errors = [r["val_error"] for r in curve]

@@ -56,7 +56,7 @@ def search_table(records: Path) -> str:
     sys.path.insert(0, str(REPO / "scripts"))
     from reproduce import DROPOUT_ROW, SEARCH, SEARCH_WINDOW, search_summary
     rows = search_summary(records)
-    if not any(r["state"] != "not run" for r in rows):
+    if not any(r["state"] != "not finished" for r in rows):
         return ""
     lines = ["**The dropout row's validation search** (DFA, 2x800 tanh + dropout, seed 0, trained on MNIST's "
              "first 50k, evaluated on the last 10k; `python scripts/reproduce.py dropout-search --summary`):", "",
@@ -65,8 +65,8 @@ def search_table(records: Path) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         extra = " ".join(SEARCH[r["candidate"]]) or "(constant LR)"
-        if r["state"] == "not run":
-            lines.append(f"| {r['candidate']} | `{extra}` | not run | | | | |")
+        if r["state"] == "not finished":
+            lines.append(f"| {r['candidate']} | `{extra}` | not finished | | | | |")
             continue
         lines.append(f"| {r['candidate']} | `{extra}` | {r['state']}{' (' + r['stop'] + ')' if r['stop'] else ''} | "
                      f"{r['epochs']} | {r['final_val_error']:.2f} | {r['best_window_val_error']:.2f} "

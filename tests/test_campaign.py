@@ -134,4 +134,4 @@ def test_search_summary_finds_each_candidates_best_window(tmp_path):
     assert step50["state"] == "running" and step50["epochs"] == 11
     assert step50["best_window_val_error"] == pytest.approx(1.0) and step50["best_window_end_epoch"] == 9
     assert step50["final_val_error"] == 4.0 and step50["best_single_val_error"] == 1.0
-    assert rows["constant"]["state"] == "not run"
+    assert rows["constant"]["state"] == "not finished"
