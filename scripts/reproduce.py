@@ -127,6 +127,21 @@ def search_summary(records: Path) -> list[dict]:
     return rows
 
 
+def search_choice(rows: list[dict]) -> dict | None:
+    """Once every candidate is done: the one with the lowest best-window validation error, and the
+    settings the dropout preset takes from it (its schedule, its LR, and training time = the end of
+    that window). None while any candidate is unfinished."""
+    if not rows or any(r["state"] != "done" for r in rows):
+        return None
+    best = min(rows, key=lambda r: r["best_window_val_error"])
+    settings = {"trainer.lr_schedule": "constant"}
+    settings.update(o.split("=", 1) for o in SEARCH[best["candidate"]])
+    settings = {k: (v if k == "trainer.lr_schedule" else float(v) if "." in v or "e" in v else int(v))
+                for k, v in settings.items()}
+    settings["trainer.max_epochs"] = best["best_window_end_epoch"]
+    return {"candidate": best["candidate"], "settings": settings, **best}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("plan", choices=("table1", "dropout-search"))
@@ -150,7 +165,8 @@ def main() -> None:
     campaign = Campaign(jobs, args.records, state, parallel=args.jobs or (1 if cuda else 2),
                         threads=None if cuda else args.threads)
     if args.summary:
-        print(json.dumps(search_summary(args.records), indent=1))
+        rows = search_summary(args.records)
+        print(json.dumps({"candidates": rows, "choice": search_choice(rows)}, indent=1))
         return
     if args.status:
         rows = campaign.status()

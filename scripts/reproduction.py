@@ -54,7 +54,7 @@ def progress(records: Path) -> str:
 
 def search_table(records: Path) -> str:
     sys.path.insert(0, str(REPO / "scripts"))
-    from reproduce import DROPOUT_ROW, SEARCH, SEARCH_WINDOW, search_summary
+    from reproduce import DROPOUT_ROW, SEARCH, SEARCH_WINDOW, search_choice, search_summary
     rows = search_summary(records)
     if not any(r["state"] != "not finished" for r in rows):
         return ""
@@ -71,7 +71,15 @@ def search_table(records: Path) -> str:
         lines.append(f"| {r['candidate']} | `{extra}` | {r['state']}{' (' + r['stop'] + ')' if r['stop'] else ''} | "
                      f"{r['epochs']} | {r['final_val_error']:.2f} | {r['best_window_val_error']:.2f} "
                      f"({r['best_window_end_epoch']}) | {r['final_train_error']:.2f} |")
-    return "\n".join(lines) + f"\n\n(Row: `experiment=table1/{DROPOUT_ROW}`.)"
+    choice = search_choice(rows)
+    if choice is None:
+        verdict = "The choice waits until every candidate has finished."
+    else:
+        settings = " ".join(f"{k}={v}" for k, v in choice["settings"].items())
+        verdict = (f"Chosen, by the lowest best {SEARCH_WINDOW}-epoch mean validation error: **{choice['candidate']}**, "
+                   f"trained for {choice['best_window_end_epoch']} epochs (where that window ends); "
+                   f"the row's preset sets `{settings}`.")
+    return "\n".join(lines) + f"\n\n{verdict} (Row: `experiment=table1/{DROPOUT_ROW}`.)"
 
 
 def figures(records: Path, target: Path) -> list[Path]:

@@ -135,3 +135,28 @@ def test_search_summary_finds_each_candidates_best_window(tmp_path):
     assert step50["best_window_val_error"] == pytest.approx(1.0) and step50["best_window_end_epoch"] == 9
     assert step50["final_val_error"] == 4.0 and step50["best_single_val_error"] == 1.0
     assert rows["constant"]["state"] == "not finished"
+
+
+def test_search_choice_takes_the_lowest_window_once_every_candidate_is_done(tmp_path):
+    """Nothing is chosen while a candidate runs; then the lowest best-window error wins, and training
+    time is where its window ends."""
+    def curve(name, errors, done=True):
+        folder = tmp_path / f"mnist-validation/{reproduce.DROPOUT_ROW}_{name}_dfa_s0"
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.joinpath("metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": i + 1, "val_error": e, "train_error": e}) + "\n" for i, e in enumerate(errors)))
+        if done:
+            folder.joinpath("summary.json").write_text(json.dumps({"stop_reason": "max_epochs"}))
+    for name in reproduce.SEARCH:
+        curve(name, [3.0] * 10, done=name != "step50")
+    curve("lr3e-4_step100", [3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 3.0, 3.0])   # best window ends at epoch 7
+    assert reproduce.search_choice(reproduce.search_summary(tmp_path)) is None   # step50 still running
+    curve("step50", [2.9] * 10)                          # flat: the earliest window wins the tie
+    choice = reproduce.search_choice(reproduce.search_summary(tmp_path))
+    assert choice["candidate"] == "lr3e-4_step100" and choice["best_window_end_epoch"] == 7
+    assert choice["settings"] == {"trainer.lr_schedule": "step", "optim.lr": 3e-4,
+                                  "trainer.lr_step_epochs": 100, "trainer.max_epochs": 7}
+    curve("lr3e-4_step100", [3.0] * 10)
+    choice = reproduce.search_choice(reproduce.search_summary(tmp_path))
+    assert choice["candidate"] == "step50"
+    assert choice["settings"] == {"trainer.lr_schedule": "step", "trainer.lr_step_epochs": 50, "trainer.max_epochs": 5}

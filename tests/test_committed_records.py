@@ -43,3 +43,21 @@ def test_the_readme_table_is_the_one_the_records_give():
     block = readme.split(module.START, 1)[1].split(module.END, 1)[0]
     assert module.table_markdown([RECORDS / "mnist"], "mnist") in block, \
         "README's Reproduction block is stale: run python scripts/reproduction.py"
+
+
+def test_the_dropout_preset_carries_the_committed_search_choice():
+    """Once the committed validation search is complete, the dropout row's preset sets exactly what it chose."""
+    import sys
+    import yaml
+    sys.path.insert(0, str(REPO / "scripts"))
+    import reproduce
+    choice = reproduce.search_choice(reproduce.search_summary(RECORDS))
+    if choice is None:
+        pytest.skip("the dropout row's validation search is not complete in results/paper")
+    preset = yaml.safe_load((reproduce.PRESETS / f"{reproduce.DROPOUT_ROW}.yaml").read_text())
+    for dotted, value in choice["settings"].items():
+        node = preset
+        for part in dotted.split("."):
+            assert isinstance(node, dict) and part in node, f"the dropout preset does not set {dotted}"
+            node = node[part]
+        assert node == value, f"the dropout preset sets {dotted}={node}, the search chose {value}"
