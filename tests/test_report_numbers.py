@@ -130,6 +130,8 @@ def test_runs_lists_the_records_behind_each_cell(tmp_path, capsys):
         in markdown
     rich, _ = cli(tmp_path, "--runs", capsys=capsys)
     assert "Runs behind each cell (3)" in rich
+    # piped (not a terminal), the table is printed at full width: every path whole on one line
+    assert all(any(str(path) in line for line in rich.splitlines()) for path in paths)
 
 
 def test_table_markdown_gives_one_table_from_record_paths(tmp_path):

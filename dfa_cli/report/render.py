@@ -136,11 +136,16 @@ def rich_table(view: View):
 
 def print_rich(views: list[View], notes: list[str], file=None, width: int | None = None) -> None:
     from rich.console import Console
+    from rich.measure import Measurement
     plain = file is not None
     console = Console(file=file, width=width, color_system=None if plain else "auto", highlight=False,
                       soft_wrap=False)
     for view in views:
-        console.print(rich_table(view))
+        table = rich_table(view)
+        # Piped or redirected, rich assumes 80 columns and folds every cell; print at full width.
+        if not console.is_terminal:
+            console.width = max(80, Measurement.get(console, console.options.update(max_width=100_000), table).maximum)
+        console.print(table)
         console.print()
     for note in notes:
         console.print(note)
