@@ -59,13 +59,21 @@ SEARCH = {
     "lr3e-4_step100": ["optim.lr=3e-4", "trainer.lr_schedule=step", "trainer.lr_step_epochs=100"],
 }
 SEARCH_WINDOW = 5   # epochs: the validation error is averaged over this many before choosing
+# What every candidate starts from: the protocol's defaults, pinned so that the choice, once the
+# preset carries it, does not leak into the candidates when the search is run again.
+SEARCH_BASE = {"optim.lr": "1e-4", "trainer.lr_schedule": "constant", "trainer.max_epochs": "300"}
+
+
+def candidate_settings(name: str) -> dict[str, str]:
+    return {**SEARCH_BASE, **dict(o.split("=", 1) for o in SEARCH[name])}
 
 
 def search_jobs() -> list[Job]:
     base = [f"experiment=table1/{DROPOUT_ROW}", "method=dfa", "data.split=validation"]
     # First of all (not by its cost): the dropout row's cells wait for its choice.
-    return [Job(f"mnist-validation/{DROPOUT_ROW}_{name}_dfa_s0", base + extra, (0,), cost=0.0)
-            for name, extra in SEARCH.items()]
+    return [Job(f"mnist-validation/{DROPOUT_ROW}_{name}_dfa_s0",
+                base + [f"{k}={v}" for k, v in candidate_settings(name).items()], (0,), cost=0.0)
+            for name in SEARCH]
 
 
 def table1_jobs(seeds: list[int], stacked: bool = False) -> list[Job]:
@@ -134,10 +142,8 @@ def search_choice(rows: list[dict]) -> dict | None:
     if not rows or any(r["state"] != "done" for r in rows):
         return None
     best = min(rows, key=lambda r: r["best_window_val_error"])
-    settings = {"trainer.lr_schedule": "constant"}
-    settings.update(o.split("=", 1) for o in SEARCH[best["candidate"]])
-    settings = {k: (v if k == "trainer.lr_schedule" else float(v) if "." in v or "e" in v else int(v))
-                for k, v in settings.items()}
+    settings = {k: v if k == "trainer.lr_schedule" else float(v) if "." in v or "e" in v else int(v)
+                for k, v in candidate_settings(best["candidate"]).items()}
     settings["trainer.max_epochs"] = best["best_window_end_epoch"]
     return {"candidate": best["candidate"], "settings": settings, **best}
 

@@ -154,9 +154,22 @@ def test_search_choice_takes_the_lowest_window_once_every_candidate_is_done(tmp_
     curve("step50", [2.9] * 10)                          # flat: the earliest window wins the tie
     choice = reproduce.search_choice(reproduce.search_summary(tmp_path))
     assert choice["candidate"] == "lr3e-4_step100" and choice["best_window_end_epoch"] == 7
-    assert choice["settings"] == {"trainer.lr_schedule": "step", "optim.lr": 3e-4,
+    assert choice["settings"] == {"optim.lr": 3e-4, "trainer.lr_schedule": "step",
                                   "trainer.lr_step_epochs": 100, "trainer.max_epochs": 7}
     curve("lr3e-4_step100", [3.0] * 10)
     choice = reproduce.search_choice(reproduce.search_summary(tmp_path))
     assert choice["candidate"] == "step50"
-    assert choice["settings"] == {"trainer.lr_schedule": "step", "trainer.lr_step_epochs": 50, "trainer.max_epochs": 5}
+    assert choice["settings"] == {"optim.lr": 1e-4, "trainer.lr_schedule": "step", "trainer.lr_step_epochs": 50,
+                                  "trainer.max_epochs": 5}
+
+
+def test_search_candidates_pin_the_protocol_defaults_whatever_the_preset_chose():
+    """Rerun after the preset names its choice, the candidates must still train what they name."""
+    from conftest import compose_config
+    prefix = f"mnist-validation/{reproduce.DROPOUT_ROW}_"
+    jobs = {j.name.removeprefix(prefix).removesuffix("_dfa_s0"): j for j in reproduce.search_jobs()}
+    constant = compose_config(*jobs["constant"].overrides)
+    assert (constant.optim.lr, constant.trainer.lr_schedule, constant.trainer.max_epochs) == (1e-4, "constant", 300)
+    assert constant.data.split == "validation" and constant.method.name == "dfa"
+    fast = compose_config(*jobs["lr3e-4_step100"].overrides)
+    assert (fast.optim.lr, fast.trainer.lr_schedule, fast.trainer.lr_step_epochs) == (3e-4, "step", 100)
