@@ -36,13 +36,15 @@ def input_gradient(model, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.
 
 
 def fgsm(model, x: torch.Tensor, y: torch.Tensor, eps: float, loss: str = "bce",
-         clip: bool = False) -> torch.Tensor:
+         clip: bool = False, gradient=None) -> torch.Tensor:
     """``x + eps·sign(∂L/∂x)`` (∂L/∂x by true BP), clipped to [0, 1] when ``clip``; detached.
 
     ``‖x_adv − x‖∞ = eps`` exactly (before clipping) wherever the gradient is non-zero; an input
     whose gradient is exactly zero (e.g. a zero-initialised first layer) is left unchanged.
+    ``gradient(x, y)``, when given, computes ∂L/∂x instead of autograd (the CPU's hand-written
+    step, :meth:`dfa_cli.fast.FastFCStep.input_gradient`).
     """
-    grad = input_gradient(model, x, y, loss)
+    grad = input_gradient(model, x, y, loss) if gradient is None else gradient(x.detach(), y)
     x_adv = x.detach() + eps * grad.sign()
     return x_adv.clamp(0.0, 1.0) if clip else x_adv
 
@@ -53,8 +55,8 @@ class FGSM:
     def __init__(self, eps: float, clip: bool = False, loss: str = "bce"):
         self.eps, self.clip, self.loss = float(eps), bool(clip), loss
 
-    def __call__(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return fgsm(model, x, y, self.eps, self.loss, self.clip)
+    def __call__(self, model, x: torch.Tensor, y: torch.Tensor, gradient=None) -> torch.Tensor:
+        return fgsm(model, x, y, self.eps, self.loss, self.clip, gradient)
 
     def __repr__(self) -> str:
         return f"FGSM(eps={self.eps}, clip={self.clip}, loss={self.loss!r})"

@@ -107,7 +107,7 @@ class Trainer:
         """One update of every replica on its batch ``idx`` (``(R, B)`` indices into the train set)."""
         x, y = self.data.x_train[idx], self.data.y_train[idx]
         if self.adversarial is not None:  # FGSM by true BP; the step then sees the perturbed batch only
-            x = self.adversarial(self.model, x, y)
+            x = self.adversarial(self.model, x, y, self.fast.input_gradient if self.fast is not None else None)
         if self.fast is not None:
             losses, wrong = self.fast(x, y)
         else:

@@ -14,7 +14,8 @@ computes the same update as autograd through :mod:`dfa_cli.rules` does, written 
   ``δ_i = g_i ⊙ m_i ⊙ f′(a_i)``; shallow: none, the hidden gradients stay zero;
 - gradients ``h_{i-1}ᵀ δ_i`` and ``Σ_batch δ_i`` written into the parameters' ``.grad`` in place.
 
-Then any ``torch.optim`` optimizer steps as usual. Buffers live as long as the step, so a step
+``input_gradient`` is FGSM's true-BP ``∂L/∂x`` written out the same way. Then any ``torch.optim``
+optimizer steps as usual. Buffers live as long as the step, so a step
 allocates nothing. IFA and the conv net use the autograd path. A test holds the two paths equal to
 float rounding for every rule, activation, dropout and stacked seeds.
 """
@@ -106,6 +107,32 @@ class FastFCStep:
             delta = g * activation_derivative(net.activation, acts[i])
             self._weight_grads(i, inputs[i], delta)
         return losses, wrong
+
+    @torch.no_grad()
+    def input_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``∂L/∂x`` by true back-propagation through the current weights, whatever the rule (FGSM's
+        gradient, ``L`` the replicas' mean losses summed): what :func:`dfa_cli.adversarial.input_gradient`
+        gets from autograd, dropout masks drawn by the same calls in the same order."""
+        net = self.model
+        weights, biases = list(net.weights), list(net.biases)
+        f = {"tanh": tanh_, "logistic": torch.sigmoid_, "relu": torch.relu_}[net.activation]
+        input_mask = dropout_mask(x, net.dropout_input) if net.dropout_input > 0 else None
+        h = x * input_mask if input_mask is not None else x
+        acts, masks = [], []
+        for i in range(len(weights) - 1):
+            act = f(torch.baddbmm(biases[i], h, weights[i]))
+            mask = dropout_mask(act, net.dropout_hidden) if net.dropout_hidden > 0 else None
+            h = act * mask if mask is not None else act
+            acts.append(act)
+            masks.append(mask)
+        delta = self._output_error(torch.baddbmm(biases[-1], h, weights[-1]), y)
+        for i in range(len(acts) - 1, -1, -1):
+            g = torch.bmm(delta, weights[i + 1].transpose(1, 2))
+            if masks[i] is not None:
+                g = g * masks[i]
+            delta = g * activation_derivative(net.activation, acts[i])
+        grad = torch.bmm(delta, weights[0].transpose(1, 2))
+        return grad * input_mask if input_mask is not None else grad
 
     def _down(self, i: int) -> torch.Tensor | None:
         """What layer ``i`` sends its δ down through (``None`` where no rule needs it)."""

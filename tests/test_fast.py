@@ -6,6 +6,7 @@ import itertools
 import pytest
 import torch
 
+from dfa_cli.adversarial import fgsm, input_gradient
 from dfa_cli.fast import FastFCStep, supported
 from dfa_cli.losses import per_replica_loss
 from dfa_cli.models import FCNet
@@ -98,6 +99,46 @@ def test_dfa_fast_step_is_dfa_not_bp():
     e = (torch.sigmoid(net.eval()(x)) - torch.nn.functional.one_hot(y, SIZES[-1]).double()) / x.shape[1]
     delta1 = (e @ net.feedback[..., :SIZES[1]]) * (1 - h1 ** 2)
     torch.testing.assert_close(net.weights[0].grad, x.transpose(1, 2) @ delta1)
+
+
+@pytest.mark.parametrize("method, activation, dropout, replicas",
+                         [c for c in CASES if c[0] in ("bp", "fa", "dfa", "drtp")])
+def test_fast_fgsm_gradient_equals_autograd_true_bp(method, activation, dropout, replicas):
+    """FGSM's ∂L/∂x, hand-written, is autograd's through the same net run as BP, same dropout masks."""
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        net = _net(method, activation, list(range(replicas)), dropout, dtype)
+        x, y = _batch(replicas, dtype)
+        net.train()
+        torch.manual_seed(11)
+        by_autograd = input_gradient(net, x, y, "bce")
+        torch.manual_seed(11)
+        by_hand = FastFCStep(net, "bce").input_gradient(x, y)
+        torch.testing.assert_close(by_hand, by_autograd, rtol=tol, atol=tol)
+        assert by_hand.abs().sum() > 0
+        if dtype == torch.float64:   # so the perturbed batches are the same
+            torch.manual_seed(11)
+            x_auto = fgsm(net, x, y, 0.08)
+            torch.manual_seed(11)
+            x_hand = fgsm(net, x, y, 0.08, gradient=FastFCStep(net, "bce").input_gradient)
+            assert torch.equal(x_hand, x_auto)
+
+
+def test_fast_fgsm_gradient_is_true_bp_also_for_dfa():
+    """Under DFA the gradient goes down through Wᵀ, not the feedback B: it equals BP's net's gradient."""
+    dfa = _net("dfa", "tanh", [0], False, torch.float64)
+    bp = _net("bp", "tanh", [0], False, torch.float64)
+    bp.load_state_dict(dfa.state_dict(), strict=False)
+    x, y = _batch(1, torch.float64)
+    torch.testing.assert_close(FastFCStep(dfa, "bce").input_gradient(x, y), FastFCStep(bp, "bce").input_gradient(x, y))
+
+
+def test_an_adversarial_run_with_the_fast_step_records_what_autograd_records(fake_mnist, tmp_path):
+    fast = train(quick(fake_mnist, "method=dfa", "adversarial.eps=0.08", "trainer.fast_step=true"), tmp_path / "f")[0]
+    slow = train(quick(fake_mnist, "method=dfa", "adversarial.eps=0.08", "trainer.fast_step=false"), tmp_path / "s")[0]
+    assert fast["fast_step"] is True and slow["fast_step"] is False
+    for a, b in zip(read_metrics(tmp_path / "f"), read_metrics(tmp_path / "s")):
+        for key in ("train_loss", "test_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5)
 
 
 def test_only_the_rules_it_knows():
