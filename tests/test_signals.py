@@ -31,7 +31,16 @@ def small(fake_mnist, *extra):
 
 
 
-def test_sigint_is_exit_130_and_the_handlers_are_restored(fake_mnist, tmp_path, monkeypatch):
+@pytest.fixture
+def sigint_not_ignored():
+    """A shell starts background jobs with SIGINT ignored, and dfa-run rightly leaves an ignored
+    signal alone; this test needs Ctrl-C's usual handler, whatever launched pytest."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_is_exit_130_and_the_handlers_are_restored(fake_mnist, tmp_path, monkeypatch, sigint_not_ignored):
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     signal_at_step(monkeypatch, 5, signal.SIGINT)
     with pytest.raises(Interrupted) as stop:
