@@ -12,7 +12,8 @@ A *plan* is an ordered list of jobs (a table cell and a seed, with the overrides
 - SIGTERM/SIGINT stop every job at its next step with a checkpoint (dfa-run's own handling).
 
 Order: seed 0 of every cell first (cheapest cells first), then seeds 1–2, then 3–4, so that a
-partial campaign already gives a whole table.
+partial campaign already gives a whole table. Within a stage, a job too long to end the stage alone
+(the 100-layer net) is started early enough that the other jobs run beside it.
 """
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ def stage_order(jobs_by_seed: list[tuple[int, Job]], seeds: list[int]) -> list[J
         in_stage = [(seed, job) for seed, job in jobs_by_seed if seed in stage and seed in seeds]
         ordered += [job for _, job in sorted(in_stage, key=lambda p: (p[1].cost, p[0]))]
     return ordered
+
+
+def _stage(job: Job) -> int:
+    return next((i for i, st in enumerate(SEED_STAGES) if job.seeds[0] in st), len(SEED_STAGES))
 
 
 # ---- running ----------------------------------------------------------------------------------
@@ -156,6 +161,17 @@ class Campaign:
         path = self.state / "logs" / f"{job.name}.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
+    def _next(self, queue: list[Job]) -> int:
+        """The queue's order (cheapest first), except for a job that would otherwise run alone at
+        the end of its seed stage: one that costs at least the rest of the stage shared among the
+        other slots starts as soon as a slot frees, so that the others run beside it."""
+        if self.parallel < 2:
+            return 0
+        stage = [i for i, j in enumerate(queue) if _stage(j) == _stage(queue[0])]
+        longest = max(stage, key=lambda i: queue[i].cost)
+        rest = sum(queue[i].cost for i in stage if i != longest)
+        return longest if queue[longest].cost >= rest / (self.parallel - 1) else 0
+
     def _stop(self, signum, frame) -> None:
         self.stopping = True
         for _, proc, _ in self.running.values():
@@ -174,7 +190,7 @@ class Campaign:
                     self.say(f"wait   {job.name}: {job.waits_for}")
             while queue or self.running:
                 while queue and len(self.running) < self.parallel and not self.stopping:
-                    job = queue.pop(0)
+                    job = queue.pop(self._next(queue))
                     self.start(job)
                 time.sleep(POLL_SECONDS)
                 for name, (job, proc, _) in list(self.running.items()):

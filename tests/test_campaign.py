@@ -173,3 +173,22 @@ def test_search_candidates_pin_the_protocol_defaults_whatever_the_preset_chose()
     assert constant.data.split == "validation" and constant.method.name == "dfa"
     fast = compose_config(*jobs["lr3e-4_step100"].overrides)
     assert (fast.optim.lr, fast.trainer.lr_schedule, fast.trainer.lr_step_epochs) == (3e-4, "step", 100)
+
+
+def test_a_job_too_long_to_run_alone_at_the_end_of_its_stage_starts_early(tmp_path):
+    """Cheapest first, until the stage's longest job costs as much as the rest of it per other slot."""
+    campaign = Campaign([], tmp_path / "records", tmp_path / "state", parallel=2)
+
+    def queue(*costs, seed=0):
+        return [Job(f"j{i}", [], (seed,), cost=c) for i, c in enumerate(costs)]
+    assert campaign._next(queue(1, 1, 1, 10)) == 3               # 10 ≥ 3: the long one now
+    q = queue(5, 5, 5, 10)
+    order = []
+    while q:
+        order.append(q.pop(campaign._next(q)).cost)
+    assert order == [5, 10, 5, 5]                                 # 10 ≥ 5 + 5 once one 5 is gone
+    stages = queue(1, 1, seed=0) + queue(100, seed=1)
+    assert campaign._next(stages) == 0                           # never ahead of an earlier stage
+    assert Campaign([], tmp_path, tmp_path, parallel=1)._next(queue(1, 10)) == 0
+    three = Campaign([], tmp_path, tmp_path, parallel=3)
+    assert three._next(queue(4, 4, 4, 5)) == 0 and three._next(queue(4, 4, 4, 6)) == 3   # rest / 2 slots
