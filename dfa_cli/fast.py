@@ -62,31 +62,40 @@ class FastFCStep:
             self.buffers = {key: [x.new_empty(x.shape[0], x.shape[1], n) for n in self.model.sizes[1:]]}
         return self.buffers[key]
 
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, x: torch.Tensor, rule: bool):
+        """The forward pass, keeping the input's dropout mask and each layer's input ``h_{i-1}``, its
+        ``f(a_i)`` and its mask; with ``rule``, also what each layer sends its δ down through, made
+        where the model's forward makes it (sign rules draw there)."""
         net = self.model
-        self._grads()
         weights, biases = list(net.weights), list(net.biases)
         n_hidden = len(weights) - 1
-        if x.dim() == 2:
-            x = x.expand(net.replicas, *x.shape)
         outs = self._activations(x)
         f = {"tanh": tanh_, "logistic": torch.sigmoid_, "relu": torch.relu_}[net.activation]
-        # forward, keeping each layer's input h_{i-1}, its f(a_i) and its dropout mask
-        h = x * dropout_mask(x, net.dropout_input) if net.dropout_input > 0 else x
+        input_mask = dropout_mask(x, net.dropout_input) if net.dropout_input > 0 else None
+        h = x * input_mask if input_mask is not None else x
         inputs, acts, masks, downs = [h], [], [], {}
         for i in range(n_hidden):
-            if i > 0:
+            if rule and i > 0:
                 downs[i] = self._down(i)
-            a = torch.baddbmm(biases[i], h, weights[i], out=outs[i])
-            act = f(a)
+            act = f(torch.baddbmm(biases[i], h, weights[i], out=outs[i]))
             mask = dropout_mask(act, net.dropout_hidden) if net.dropout_hidden > 0 else None
             h = act * mask if mask is not None else act
             acts.append(act)
             masks.append(mask)
             inputs.append(h)
-        downs[n_hidden] = self._down(n_hidden)
+        if rule:
+            downs[n_hidden] = self._down(n_hidden)
         logits = torch.baddbmm(biases[-1], h, weights[-1], out=outs[-1])
+        return input_mask, inputs, acts, masks, downs, logits
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.model
+        self._grads()
+        n_hidden = len(net.weights) - 1
+        if x.dim() == 2:
+            x = x.expand(net.replicas, *x.shape)
+        _, inputs, acts, masks, downs, logits = self._forward(x, rule=True)
         losses = per_replica_loss(logits, y, self.loss)
         wrong = (logits.argmax(-1) != y).sum(-1)
         # the output error and the top layer's gradients
@@ -114,24 +123,14 @@ class FastFCStep:
         gradient, ``L`` the replicas' mean losses summed): what :func:`dfa_cli.adversarial.input_gradient`
         gets from autograd, dropout masks drawn by the same calls in the same order."""
         net = self.model
-        weights, biases = list(net.weights), list(net.biases)
-        f = {"tanh": tanh_, "logistic": torch.sigmoid_, "relu": torch.relu_}[net.activation]
-        input_mask = dropout_mask(x, net.dropout_input) if net.dropout_input > 0 else None
-        h = x * input_mask if input_mask is not None else x
-        acts, masks = [], []
-        for i in range(len(weights) - 1):
-            act = f(torch.baddbmm(biases[i], h, weights[i]))
-            mask = dropout_mask(act, net.dropout_hidden) if net.dropout_hidden > 0 else None
-            h = act * mask if mask is not None else act
-            acts.append(act)
-            masks.append(mask)
-        delta = self._output_error(torch.baddbmm(biases[-1], h, weights[-1]), y)
+        input_mask, _, acts, masks, _, logits = self._forward(x, rule=False)
+        delta = self._output_error(logits, y)
         for i in range(len(acts) - 1, -1, -1):
-            g = torch.bmm(delta, weights[i + 1].transpose(1, 2))
+            g = torch.bmm(delta, net.weights[i + 1].transpose(1, 2))
             if masks[i] is not None:
                 g = g * masks[i]
             delta = g * activation_derivative(net.activation, acts[i])
-        grad = torch.bmm(delta, weights[0].transpose(1, 2))
+        grad = torch.bmm(delta, net.weights[0].transpose(1, 2))
         return grad * input_mask if input_mask is not None else grad
 
     def _down(self, i: int) -> torch.Tensor | None:
