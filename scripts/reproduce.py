@@ -180,7 +180,9 @@ def main() -> None:
             err = "" if r["error"] is None else f"{r['error']:.2f}%"
             print(f"{r['state']:8} {r['job']:58} {r['epochs'] or 0:>4} ep {err:>8} {r['hours']:6.2f} h  {r['stop'] or ''}")
         done = sum(r["state"] == "done" for r in rows)
-        print(f"{done}/{len(rows)} records done; {sum(r['hours'] for r in rows):.1f} machine hours so far; state in {state}")
+        left = sum(job.cost for job in jobs if not campaign.done(job)) / 3600   # the plan's rough costs
+        print(f"{done}/{len(rows)} records done; {sum(r['hours'] for r in rows):.1f} machine hours so far, "
+              f"roughly {left:.0f} to go by the plan's estimates (unfinished runs counted whole); state in {state}")
         return
     print(f"campaign {args.plan}: {len(jobs)} jobs, {campaign.parallel} at a time, records in {args.records}, "
           f"state in {state}", flush=True)
