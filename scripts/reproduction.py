@@ -46,10 +46,10 @@ def progress(records: Path) -> str:
                        for s in everything})
     seeds = sorted({s["seed"] for s in table})
     dates = sorted(s.get("finished_at", "")[:10] for s in everything if s.get("finished_at"))
-    span = f"{dates[0]} to {dates[-1]}" if dates else "—"
+    span = ("—" if not dates else f"on {dates[0]}" if dates[0] == dates[-1] else f"between {dates[0]} and {dates[-1]}")
     return (f"**{len(cells)} of Table 1's {CELLS} paper cells** have a full-protocol record (seeds so far: "
             f"{', '.join(map(str, seeds)) or '—'}; {len(table)} table records and {len(search)} validation-search "
-            f"records), {hours:.1f} machine hours in all, finished {span}, on {'; '.join(machines) or '—'}.")
+            f"records), {hours:.1f} machine hours in all, finished {span}; machine: {'; '.join(machines) or '—'}.")
 
 
 def search_table(records: Path) -> str:
