@@ -43,14 +43,7 @@ def reference_grads(net: FCNet, x, y, method: str) -> list[torch.Tensor]:
     dW = [torch.zeros_like(w) for w in W]
     db = [torch.zeros_like(v) for v in b]
     for n in range(x.shape[1]):
-        h = [x[0, n]]
-        for i in range(L):
-            h.append(torch.tanh(W[i] @ h[-1] + b[i]))
-        a_y = W[L] @ h[-1] + b[L]
-        target = torch.zeros_like(a_y)
-        target[y[0, n]] = 1
-        e = (torch.sigmoid(a_y) - target) / x.shape[1]   # the batch mean of the loss
-        fprime = [1 - hi ** 2 for hi in h[1:]]
+        h, target, e, fprime = example_forward(W, b, x[0, n], y[0, n], x.shape[1])
         delta = [None] * L
         if method == "bp":
             nxt = e
@@ -70,12 +63,31 @@ def reference_grads(net: FCNet, x, y, method: str) -> list[torch.Tensor]:
             delta[0] = (dfa_block(net, 0) @ e) * fprime[0]
             for i in range(1, L):
                 delta[i] = (W[i] @ delta[i - 1]) * fprime[i]
-        for i in range(L):
-            dW[i] += torch.outer(delta[i], h[i])
-            db[i] += delta[i]
-        dW[L] += torch.outer(e, h[L])
-        db[L] += e
+        accumulate(dW, db, delta, h, e)
     return dW + db
+
+
+def example_forward(W, b, x_n, y_n, batch_size: int):
+    """One example's forward pass: activations h_0..h_L, one-hot target, output error e (the batch
+    mean of the loss) and tanh's derivative per hidden layer."""
+    h = [x_n]
+    for i in range(len(W) - 1):
+        h.append(torch.tanh(W[i] @ h[-1] + b[i]))
+    a_y = W[-1] @ h[-1] + b[-1]
+    target = torch.zeros_like(a_y)
+    target[y_n] = 1
+    e = (torch.sigmoid(a_y) - target) / batch_size
+    return h, target, e, [1 - hi ** 2 for hi in h[1:]]
+
+
+def accumulate(dW, db, delta, h, e) -> None:
+    """Add one example's gradients: δ_i h_{i-1}ᵀ and δ_i per hidden layer, e h_Lᵀ and e on top."""
+    L = len(delta)
+    for i in range(L):
+        dW[i] += torch.outer(delta[i], h[i])
+        db[i] += delta[i]
+    dW[L] += torch.outer(e, h[L])
+    db[L] += e
 
 
 def net_fa_feedback(net: FCNet, layer: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from dfa_cli.models import FCNet
 from dfa_cli.rules import feedback_block
 
 from conftest import compose_config
-from test_rules import SIZES, batch, dfa_block, implementation_grads
+from test_rules import SIZES, accumulate, batch, dfa_block, example_forward, implementation_grads
 
 LATER = ["shallow", "drtp", "usf", "brsf", "frsf"]
 
@@ -44,14 +44,7 @@ def reference(net, x, y, method, magnitudes=None):
     L = len(W) - 1
     dW, db = [torch.zeros_like(w) for w in W], [torch.zeros_like(v) for v in b]
     for n in range(x.shape[1]):
-        h = [x[0, n]]
-        for i in range(L):
-            h.append(torch.tanh(W[i] @ h[-1] + b[i]))
-        a_y = W[L] @ h[-1] + b[L]
-        target = torch.zeros_like(a_y)
-        target[y[0, n]] = 1
-        e = (torch.sigmoid(a_y) - target) / x.shape[1]
-        fprime = [1 - hi ** 2 for hi in h[1:]]
+        h, target, e, fprime = example_forward(W, b, x[0, n], y[0, n], x.shape[1])
         delta = [torch.zeros_like(hi) for hi in h[1:]]
         if method == "drtp":                                   # y* (over the batch) in place of e
             for i in range(L):
@@ -68,11 +61,7 @@ def reference(net, x, y, method, magnitudes=None):
                     B = magnitudes[i + 1] * sign
                 delta[i] = (B.T @ nxt) * fprime[i]
                 nxt = delta[i]
-        for i in range(L):                                     # shallow: δ stays 0
-            dW[i] += torch.outer(delta[i], h[i])
-            db[i] += delta[i]
-        dW[L] += torch.outer(e, h[L])
-        db[L] += e
+        accumulate(dW, db, delta, h, e)                        # shallow: δ stays 0
     return dW + db
 
 
