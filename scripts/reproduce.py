@@ -135,6 +135,16 @@ def search_summary(records: Path) -> list[dict]:
     return rows
 
 
+def _typed(value: str):
+    """An override's value as the preset's YAML holds it: 100 → int, 3e-4 → float, step → str."""
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
 def search_choice(rows: list[dict]) -> dict | None:
     """Once every candidate is done: the one with the lowest best-window validation error, and the
     settings the dropout preset takes from it (its schedule, its LR, and training time = the end of
@@ -142,8 +152,7 @@ def search_choice(rows: list[dict]) -> dict | None:
     if not rows or any(r["state"] != "done" for r in rows):
         return None
     best = min(rows, key=lambda r: r["best_window_val_error"])
-    settings = {k: v if k == "trainer.lr_schedule" else float(v) if "." in v or "e" in v else int(v)
-                for k, v in candidate_settings(best["candidate"]).items()}
+    settings = {k: _typed(v) for k, v in candidate_settings(best["candidate"]).items()}
     settings["trainer.max_epochs"] = best["best_window_end_epoch"]
     return {"candidate": best["candidate"], "settings": settings, **best}
 
