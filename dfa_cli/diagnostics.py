@@ -44,6 +44,7 @@ import math
 import torch
 
 from .losses import per_replica_loss
+from .models import ACTIVATIONS
 from .truebp import true_bp
 
 KEYS = ("delta_angle", "weight_angle", "fa_feedback_angle")
@@ -121,6 +122,32 @@ def alignment_angles(model, x: torch.Tensor, y: torch.Tensor, loss: str = "bce",
                                  for i in range(n)], -1))
         keys = KEYS
     return torch.stack(rows, 1), keys
+
+
+def signal_reach(model, x: torch.Tensor, y: torch.Tensor, loss: str = "bce") -> dict[str, torch.Tensor]:
+    """How much of the input and of the error reaches each hidden layer, by the model's rule: ``(R, L)``.
+
+    ``x``, ``y``: one batch, ``(B, D)`` and ``(B,)`` shared by the replicas, or ``(R, B, D)``, ``(R, B)``.
+
+    - ``input_trace``: the std over the batch of layer i's output, averaged over its units — what is
+      left of the image at that layer (0 when the layer's output is the same for every image);
+    - ``error_norm``: the norm over the batch of δa_i, the error signal the rule delivers to layer
+      i's pre-activations, in float64 (0 where none arrives).
+
+    In a deep tanh net both fade geometrically under BP and FA, which is why they cannot train the
+    paper's 100x240 net; DFA's δa_i comes straight from the output error at every depth.
+    """
+    pre: list[torch.Tensor] = []
+    with torch.enable_grad():
+        y = y.expand(model.replicas, -1) if y.dim() == 1 else y
+        logits = model(x, pre_activations=pre, targets=y)
+        delta = torch.autograd.grad(per_replica_loss(logits, y, loss).sum(), pre, allow_unused=True)
+    f = ACTIVATIONS[model.activation]
+    trace = torch.stack([f(a.detach()).std(1).mean(-1) for a in pre], -1)
+    # in float64: BP's δa in a deep tanh net is ~1e-26, whose squares a float32 norm flushes to 0
+    norms = [a.new_zeros(len(a), dtype=torch.float64) if d is None else d.double().flatten(1).norm(dim=1)
+             for a, d in zip(pre, delta)]
+    return {"input_trace": trace, "error_norm": torch.stack(norms, -1)}
 
 
 class AlignmentProbe:

@@ -1,6 +1,7 @@
 """Shared fixtures: composed configs, a tiny fake MNIST, the real data root when present, the CLI."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -14,6 +15,14 @@ from hydra import compose, initialize_config_dir
 import dfa_cli.run as run_module
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module, for tests of the scripts' functions."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def compose_config(*overrides: str):

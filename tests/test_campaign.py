@@ -1,7 +1,6 @@
 """The resumable campaign (dfa_cli/campaign.py, scripts/reproduce.py): order, records, resumption."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -15,11 +14,9 @@ import pytest
 
 from dfa_cli.campaign import Campaign, Job, stage_order
 
-from conftest import REPO
+from conftest import REPO, load_script
 
-spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts" / "reproduce.py")
-reproduce = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(reproduce)
+reproduce = load_script("reproduce")
 
 
 def tiny_jobs(root: Path, epochs: int = 3) -> list[Job]:

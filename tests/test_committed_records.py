@@ -2,7 +2,6 @@
 them fills the cell it was run for, and the README's generated Table 1 is the one they give."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from dfa_cli.report.build import Options, build_report
 from dfa_cli.report.collect import collect
 
-from conftest import REPO
+from conftest import REPO, load_script
 
 RECORDS = REPO / "results" / "paper"
 pytestmark = pytest.mark.skipif(not (RECORDS / "mnist").is_dir(), reason="no committed campaign records yet")
@@ -36,9 +35,7 @@ def test_no_checkpoint_is_committed():
 
 
 def test_the_readme_table_is_the_one_the_records_give():
-    spec = importlib.util.spec_from_file_location("reproduction", REPO / "scripts" / "reproduction.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("reproduction")
     readme = (REPO / "README.md").read_text()
     block = readme.split(module.START, 1)[1].split(module.END, 1)[0]
     assert module.table_markdown([RECORDS / "mnist"], "mnist") in block, \
@@ -47,10 +44,8 @@ def test_the_readme_table_is_the_one_the_records_give():
 
 def test_the_dropout_preset_carries_the_committed_search_choice():
     """Once the committed validation search is complete, the dropout row's preset sets exactly what it chose."""
-    import sys
     import yaml
-    sys.path.insert(0, str(REPO / "scripts"))
-    import reproduce
+    reproduce = load_script("reproduce")
     choice = reproduce.search_choice(reproduce.search_summary(RECORDS))
     if choice is None:
         pytest.skip("the dropout row's validation search is not complete in results/paper")

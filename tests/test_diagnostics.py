@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from dfa_cli.config import validate
 from dfa_cli.data import load_dataset
-from dfa_cli.diagnostics import AlignmentProbe, _gradients, alignment_angles, angle_degrees, to_json
+from dfa_cli.diagnostics import (AlignmentProbe, _gradients, alignment_angles, angle_degrees, signal_reach,
+                                 to_json)
 from dfa_cli.engine import Trainer
 from dfa_cli.errors import UserError
 from dfa_cli.losses import per_replica_loss
@@ -20,7 +21,7 @@ from dfa_cli.models import FCNet
 from dfa_cli.records import METRICS, SUMMARY, RunRecord
 from dfa_cli.run import train
 
-from conftest import compose_config, count_host_reads
+from conftest import compose_config, count_host_reads, load_script
 
 
 SIZES = [6, 5, 4, 3]
@@ -246,6 +247,53 @@ def test_bad_diagnostics_settings_are_one_sentence(overrides, words):
     with pytest.raises(UserError) as err:
         validate(compose_config(*overrides))
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+# ---- how far the input and the error reach ---------------------------------------------------
+def test_signal_reach_against_a_hand_computation():
+    """One hidden layer, float64: the trace is the std over the batch of h, and BP's δa is
+    ``(e W2ᵀ) ⊙ (1 − h²)`` with ``e = (sigmoid(z) − onehot) / B`` (BCE summed over classes, batch mean)."""
+    net = FCNet([6, 5, 3], "tanh", "bp", [0, 1], init="uniform").double()
+    x, y = make_batch()
+    got = signal_reach(net, x, y)
+    for r in range(2):
+        h = torch.tanh(x[r] @ net.weights[0][r] + net.biases[0][r])
+        z = h @ net.weights[1][r] + net.biases[1][r]
+        e = (torch.sigmoid(z) - F.one_hot(y[r], 3).double()) / x.shape[1]
+        delta = (e @ net.weights[1][r].T) * (1 - h * h)
+        torch.testing.assert_close(got["input_trace"][r, 0], h.std(0).mean().detach())
+        torch.testing.assert_close(got["error_norm"][r, 0], delta.norm().detach())
+
+
+def test_in_a_deep_tanh_net_bp_and_fa_lose_the_signal_and_dfa_does_not():
+    """What the 100x240 row rests on, on an 80x16 net: BP's error signal and the image fade
+    geometrically with depth (the signal still measured, not flushed to 0 by a float32 norm); FA
+    (paper init) starts its upper layers at zero, so no image gets above layer 1; DFA delivers the
+    output error to every layer at about the same size."""
+    depth = 80
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 20, generator=g), torch.randint(0, 10, (64,), generator=g)
+    reach = {m: {k: v[0] for k, v in signal_reach(FCNet([20, *[16] * depth, 10], "tanh", m, [0]), x, y).items()}
+             for m in ("bp", "fa", "dfa")}
+    bp, fa, dfa = reach["bp"], reach["fa"], reach["dfa"]
+    assert 0 < bp["error_norm"][0] < 1e-6 * bp["error_norm"][-1]
+    assert bp["input_trace"][-1] < 1e-3 * bp["input_trace"][0]
+    assert fa["error_norm"][0] < 1e-6 * fa["error_norm"][-1]
+    assert fa["input_trace"][0] > 0 and torch.all(fa["input_trace"][1:] == 0)
+    assert torch.all(dfa["error_norm"] > 0) and dfa["error_norm"].max() < 3 * dfa["error_norm"].min()
+
+
+def test_the_deep_signal_script_prints_a_table_and_refuses_bad_layers(fake_mnist, capsys):
+    deep_signal = load_script("deep_signal")
+    args = ["--root", str(fake_mnist), "--depth", "6", "--width", "8", "--images", "32", "--methods", "bp,dfa"]
+    assert deep_signal.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("6x8 tanh, seed 0") and "32 MNIST training images" in lines[0]
+    assert lines[1].split() == ["layer", "bp", "trace", "bp", "|δa|", "dfa", "trace", "dfa", "|δa|"]
+    assert [int(row.split()[0]) for row in lines[2:]] == [1, 2, 5, 6]
+    assert deep_signal.main([*args, "--layers", "0,7"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --layers must lie between 1 and --depth (6).") and err.count("\n") == 1
 
 
 # ---- real data ------------------------------------------------------------------------------
