@@ -109,7 +109,8 @@ def figures(records: Path, target: Path) -> list[Path]:
 def block(records: Path, figure_files: list[Path]) -> str:
     rel = [f.relative_to(REPO).as_posix() for f in figure_files]
     overview = [r for r in rel if "ours-vs-paper" in r]
-    rows = [r for r in rel if "ours-vs-paper" not in r]
+    rows = [r for r in rel if "learning-curves" in r]
+    depth = [r for r in rel if Path(r).name.startswith("depth_")]
     parts = [START, "",
              "The campaign: `python scripts/reproduce.py table1` (two single-thread jobs on a 2-core CPU, "
              "resumable; see \"Reproducing Table 1 on a CPU\" below); this block: `python scripts/reproduction.py`.",
@@ -122,6 +123,9 @@ def block(records: Path, figure_files: list[Path]) -> str:
     if rows:
         parts += ["Learning curves per row: " + " · ".join(
             f"[{Path(r).stem.split('_')[-1]}]({r})" for r in rows), ""]
+    if depth:
+        parts += ["The 100-layer net, every method's test and training error over its epochs: " + " · ".join(
+            f"[{Path(r).stem.split('_')[-1]}]({r})" for r in depth), ""]
     parts.append(END)
     return "\n".join(parts)
 
