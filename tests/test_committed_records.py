@@ -56,3 +56,12 @@ def test_the_dropout_preset_carries_the_committed_search_choice():
             assert isinstance(node, dict) and part in node, f"the dropout preset does not set {dotted}"
             node = node[part]
         assert node == value, f"the dropout preset sets {dotted}={node}, the search chose {value}"
+
+
+def test_every_figure_the_readme_links_is_committed_and_every_committed_one_is_linked():
+    import re
+    module = load_script("reproduction")
+    block = (REPO / "README.md").read_text().split(module.START, 1)[1].split(module.END, 1)[0]
+    linked = set(re.findall(r"\((docs/reproduction/[^)]+\.png)\)", block))
+    committed = {p.relative_to(REPO).as_posix() for p in (REPO / "docs" / "reproduction").glob("*.png")}
+    assert linked == committed and linked
