@@ -3,6 +3,7 @@
     python scripts/reproduction.py            # rewrites the block between the README's markers,
                                               # and the figures under docs/reproduction/
     python scripts/reproduction.py --check    # exit 1 if the README's block is not what the records give
+    python scripts/reproduction.py --flagged  # each ⚑ cell's runs, for its "Where we differ" paragraph
 
 The block holds Table 1 as dfa-report makes it (ours beside the paper, n per cell), how far the
 campaign is (cells with a record, machine hours, the machines), the command, the dropout row's
@@ -82,6 +83,37 @@ def search_table(records: Path) -> str:
     return "\n".join(lines) + f"\n\n{verdict} (Row: `experiment=table1/{DROPOUT_ROW}`.)"
 
 
+DIFFER = "### Where we differ"
+
+
+def flagged_cells(records: Path) -> list[dict]:
+    """Table 1's ⚑ cells: row, method, ours vs the paper, and the records behind each."""
+    from dfa_cli.report.build import Options, build_report
+    from dfa_cli.report.collect import collect
+    from dfa_cli.report.spec import TABLES
+    report = build_report(collect([records / "mnist"]), Options(tables=["mnist"]))
+    frame = next(v.frame for v in report.views if v.key == TABLES["mnist"][0])
+    return [{"heading": f"**{c.row}, {c.method.upper()}:", "ours": c.ours_mean, "paper": c.paper_mean,
+             "paper_std": c.paper_std, "paths": list(c.paths)} for c in frame[frame["flagged"]].itertuples()]
+
+
+def run_facts(path: Path, last: int = 10) -> str:
+    """What a ⚑ paragraph quotes about one record: how it stopped, and its last epochs' spread."""
+    s = json.loads((path / "summary.json").read_text())
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    test = [r["test_error"] for r in rows[-last:]]
+    train = [r["train_error"] for r in rows[-5:]]
+    return (f"{path.name}: {s['test_error']:.2f} % at epoch {s['epochs']} ({s['stop_reason']}); "
+            f"last {len(test)} epochs' test error mean {sum(test) / len(test):.2f}, min {min(test):.2f}, "
+            f"max {max(test):.2f}; last 5 epochs' online training error {min(train):.2f}–{max(train):.2f} %")
+
+
+def missing_paragraphs(readme: str, records: Path) -> list[str]:
+    """The ⚑ cells with no paragraph (``**<row>, <METHOD>:``) under the README's "Where we differ"."""
+    section = readme.split(DIFFER, 1)[1].split("\n## ", 1)[0] if DIFFER in readme else ""
+    return [c["heading"] for c in flagged_cells(records) if c["heading"] not in section]
+
+
 def figures(records: Path, target: Path) -> list[Path]:
     """Ours-vs-paper and each row's learning curves, drawn by dfa-report, copied into ``target``."""
     out = Path(tempfile.mkdtemp(prefix="dfa-reproduction-"))
@@ -134,7 +166,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=Path, default=RECORDS)
     p.add_argument("--check", action="store_true", help="only compare the README's table with the records")
+    p.add_argument("--flagged", action="store_true", help="print each ⚑ cell's runs: how they stopped, their "
+                   "last epochs' spread")
     args = p.parse_args()
+    if args.flagged:
+        for cell in flagged_cells(args.records):
+            print(f"{cell['heading'].strip('*:')}: ours {cell['ours']:.2f}, paper {cell['paper']:.2f} ± {cell['paper_std']:.2f}")
+            print("\n".join(f"  {run_facts(Path(path))}" for path in cell["paths"]))
+        missing = missing_paragraphs(README.read_text(), args.records)
+        print(f"no paragraph yet under {DIFFER!r}: {', '.join(missing)}" if missing else "every ⚑ cell has its paragraph")
+        return
     text = README.read_text()
     if START not in text or END not in text:
         sys.exit(f"reproduction: {README} has no generated block (markers {START!r} … {END!r}).")

@@ -65,3 +65,12 @@ def test_every_figure_the_readme_links_is_committed_and_every_committed_one_is_l
     linked = set(re.findall(r"\((docs/reproduction/[^)]+\.png)\)", block))
     committed = {p.relative_to(REPO).as_posix() for p in (REPO / "docs" / "reproduction").glob("*.png")}
     assert linked == committed and linked
+
+
+def test_every_flagged_cell_has_its_paragraph_under_where_we_differ():
+    module = load_script("reproduction")
+    readme = (REPO / "README.md").read_text()
+    assert not module.missing_paragraphs(readme, RECORDS), "a ⚑ cell has no paragraph under 'Where we differ'"
+    flagged = [c["heading"] for c in module.flagged_cells(RECORDS)]
+    without = readme.replace(module.DIFFER, "### Elsewhere")
+    assert module.missing_paragraphs(without, RECORDS) == flagged
