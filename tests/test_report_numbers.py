@@ -88,6 +88,17 @@ def test_a_clear_paired_difference_says_which_way(tmp_path, capsys):
     assert table_row(out, "Table 1 — MNIST: paired", "2x800 tanh")[2].endswith("higher n=3")
 
 
+def test_pairs_of_shortened_runs_carry_the_table_s_mark(tmp_path, capsys):
+    write_cell(tmp_path, "bp", [9.0, 9.1], method="bp", max_epochs=30)
+    write_cell(tmp_path, "fa", [9.2, 9.4], method="fa", max_epochs=30)
+    write_cell(tmp_path, "dfa", [1.8, 1.9], method="dfa")
+    out, _ = cli(tmp_path, "--format", "markdown", capsys=capsys)
+    assert table_row(out, "Table 1", "2x800 tanh")[4].endswith("n=2†")
+    # by hand: differences .2 .3, sd .070711, t(.975, 1) = 12.7062 → half width .635310
+    assert table_row(out, "Table 1 — MNIST: paired", "2x800 tanh")[1] == "+0.25 [-0.39, +0.89] n=2†"
+    assert "pairs of shortened runs, marked as in the table above; not the paper's protocol." in out
+
+
 def test_runs_of_different_settings_are_not_paired(tmp_path, capsys):
     write_cell(tmp_path, "bp", [9.0, 9.1], method="bp", max_epochs=30)
     write_cell(tmp_path, "dfa", [1.8, 1.9], method="dfa")

@@ -13,7 +13,7 @@ CELL_COLUMNS = ["table", "row", *ROW_KEY, "setting", "method", "metric", "n", "n
                 "ours_mean", "ours_std", "ours_train_error", "paper_mean", "paper_std", "paper_train_error",
                 "delta", "flagged", "shortened", "mark", "source", "checked_against"]
 HIDDEN_COLUMNS = ["row_id", "paths", "paper_text"]   # for views and figures, not for the CSV
-PAIRED_COLUMNS = ["table", "row", "row_id", "method", "baseline", "setting", "n_pairs", "seeds",
+PAIRED_COLUMNS = ["table", "row", "row_id", "method", "baseline", "setting", "mark", "n_pairs", "seeds",
                   "mean_diff", "ci_low", "ci_high"]
 
 
@@ -100,12 +100,14 @@ def paired(placed: pd.DataFrame, cells: pd.DataFrame, metric: str) -> pd.DataFra
         for method in [m for m in row["method"] if m != "bp"]:
             other = in_row[in_row["method"] == method]
             entry = {"table": first["table"], "row": first["row"], "row_id": row_id, "method": method,
-                     "baseline": "bp", "setting": "", "n_pairs": 0, "seeds": "",
+                     "baseline": "bp", "setting": "", "mark": "", "n_pairs": 0, "seeds": "",
                      "mean_diff": math.nan, "ci_low": math.nan, "ci_high": math.nan}
             if len(base) and len(other):
                 settings = set(base["setting"]) | set(other["setting"])
                 entry["setting"] = " | ".join(sorted(s or "paper protocol" for s in settings))
                 if len(settings) == 1:
+                    # a shortened setting keeps the table's mark for it: these are not protocol pairs
+                    entry["mark"] = "".join(row.loc[row["method"] == method, "mark"])
                     both = base.merge(other, on="seed", suffixes=("_b", "_m"))
                     both = both[both[f"{metric}_b"].notna() & both[f"{metric}_m"].notna()].sort_values("seed")
                     diffs = list(both[f"{metric}_m"] - both[f"{metric}_b"])

@@ -121,7 +121,7 @@ def paired_text(p, digits: int) -> str:
         text += f" [{_fmt(p.ci_low, digits, sign=True)}, {_fmt(p.ci_high, digits, sign=True)}]"
         if p.ci_low > 0 or p.ci_high < 0:
             text += " higher" if p.ci_low > 0 else " lower"
-    return f"{text} n={p.n_pairs}"
+    return f"{text} n={p.n_pairs}{p.mark}"
 
 
 def paired_view(data: str, pairs: pd.DataFrame, metric: str, digits: int) -> View:
@@ -135,6 +135,8 @@ def paired_view(data: str, pairs: pd.DataFrame, metric: str, digits: int) -> Vie
              f"ran in the same setting (diverged runs left out): mean, 95 % t-interval (n − 1 degrees "
              f"of freedom), n = matched seeds. 'higher' / 'lower': the interval excludes 0, the method's "
              f"error is higher / lower than BP's. One pair gives no interval."]
+    if (pairs["mark"] != "").any():
+        notes.append("† ‡ …: pairs of shortened runs, marked as in the table above; not the paper's protocol.")
     return View(f"{key}_paired", f"{title}: paired differences vs BP over matched seeds",
                 [("", ["Model"])] + [("", [f"{method_label(m)} − BP"]) for m in methods], rows, notes, pairs)
 
