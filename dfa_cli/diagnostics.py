@@ -137,6 +137,8 @@ def signal_reach(model, x: torch.Tensor, y: torch.Tensor, loss: str = "bce") -> 
     In a deep tanh net both fade geometrically under BP and FA, which is why they cannot train the
     paper's 100x240 net; DFA's δa_i comes straight from the output error at every depth.
     """
+    if not model.training:   # in eval mode every rule's forward is plain BP's
+        raise ValueError("signal_reach measures the rule, which applies in training mode: call model.train() first")
     pre: list[torch.Tensor] = []
     with torch.enable_grad():
         y = y.expand(model.replicas, -1) if y.dim() == 1 else y

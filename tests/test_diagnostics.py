@@ -281,6 +281,8 @@ def test_in_a_deep_tanh_net_bp_and_fa_lose_the_signal_and_dfa_does_not():
     assert fa["error_norm"][0] < 1e-6 * fa["error_norm"][-1]
     assert fa["input_trace"][0] > 0 and torch.all(fa["input_trace"][1:] == 0)
     assert torch.all(dfa["error_norm"] > 0) and dfa["error_norm"].max() < 3 * dfa["error_norm"].min()
+    with pytest.raises(ValueError, match="training mode"):
+        signal_reach(FCNet([20, 16, 10], "tanh", "dfa", [0]).eval(), x, y)
 
 
 def test_the_deep_signal_script_prints_a_table_and_refuses_bad_layers(fake_mnist, capsys):
