@@ -76,11 +76,12 @@ def to_json(values) -> list:
 
 
 # ---- gradients of the rule and of BP on one batch -------------------------------------------
-def _gradients(model, x, y, loss: str, adversarial=None):
-    """(δa_i, ΔW_i) per hidden layer of the loss summed over replicas, by the model's current rule."""
+def _gradients(model, x, y, loss: str, adversarial=None, pre: list | None = None):
+    """(δa_i, ΔW_i) per hidden layer of the loss summed over replicas, by the model's current rule;
+    ``pre`` receives the pre-activations a_i."""
     if adversarial is not None:
         x = adversarial(model, x, y)
-    pre: list[torch.Tensor] = []
+    pre = [] if pre is None else pre
     logits = model(x, pre_activations=pre, targets=y)
     total = per_replica_loss(logits, y, loss).sum()
     n = len(pre)
@@ -141,15 +142,11 @@ def signal_reach(model, x: torch.Tensor, y: torch.Tensor, loss: str = "bce") -> 
         raise ValueError("signal_reach measures the rule, which applies in training mode: call model.train() first")
     pre: list[torch.Tensor] = []
     with torch.enable_grad():
-        y = y.expand(model.replicas, -1) if y.dim() == 1 else y
-        logits = model(x, pre_activations=pre, targets=y)
-        delta = torch.autograd.grad(per_replica_loss(logits, y, loss).sum(), pre, allow_unused=True)
+        delta, _ = _gradients(model, x, y.expand(model.replicas, -1) if y.dim() == 1 else y, loss, pre=pre)
     f = ACTIVATIONS[model.activation]
     trace = torch.stack([f(a.detach()).std(1).mean(-1) for a in pre], -1)
     # in float64: BP's δa in a deep tanh net is ~1e-26, whose squares a float32 norm flushes to 0
-    norms = [a.new_zeros(len(a), dtype=torch.float64) if d is None else d.double().flatten(1).norm(dim=1)
-             for a, d in zip(pre, delta)]
-    return {"input_trace": trace, "error_norm": torch.stack(norms, -1)}
+    return {"input_trace": trace, "error_norm": torch.stack([d.double().flatten(1).norm(dim=1) for d in delta], -1)}
 
 
 class AlignmentProbe:

@@ -22,7 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dfa_cli.report.build import table_markdown  # noqa: E402
+from dfa_cli.report.build import Options, build_report, table_markdown  # noqa: E402
+from dfa_cli.report.collect import collect  # noqa: E402
+from dfa_cli.report.spec import TABLES  # noqa: E402
 
 README = REPO / "README.md"
 RECORDS = REPO / "results" / "paper"
@@ -88,9 +90,6 @@ DIFFER = "### Where we differ"
 
 def flagged_cells(records: Path) -> list[dict]:
     """Table 1's ⚑ cells: row, method, ours vs the paper, and the records behind each."""
-    from dfa_cli.report.build import Options, build_report
-    from dfa_cli.report.collect import collect
-    from dfa_cli.report.spec import TABLES
     report = build_report(collect([records / "mnist"]), Options(tables=["mnist"]))
     frame = next(v.frame for v in report.views if v.key == TABLES["mnist"][0])
     return [{"heading": f"**{c.row}, {c.method.upper()}:", "ours": c.ours_mean, "paper": c.paper_mean,
