@@ -112,6 +112,22 @@ def test_a_curve_averages_only_while_every_seed_runs(tmp_path, monkeypatch):
     assert "thin: single seeds after others stopped" in kept[0].axes[0].get_legend().get_title().get_text()
 
 
+def test_the_paired_figure_marks_pairs_of_shortened_runs(tmp_path, monkeypatch):
+    kept = captured(monkeypatch)
+
+    def pairs(mark):
+        return pd.DataFrame([{"table": "table1", "row": row, "row_id": i, "method": "fa", "baseline": "bp",
+                              "setting": "", "mark": m, "n_pairs": 1, "seeds": "0", "mean_diff": d,
+                              "ci_low": float("nan"), "ci_high": float("nan")}
+                             for i, (row, m, d) in enumerate([("1x800", "", 0.1), ("100x240", mark, 0.0)])])
+    figures.paired_figure("marked", pairs("†"), tmp_path / "a.png")
+    figures.paired_figure("plain", pairs(""), tmp_path / "b.png")
+    marked, plain = kept
+    assert [t.get_text() for t in marked.axes[0].texts] == ["†"]
+    assert "shortened runs" in marked.legends[0].get_title().get_text()
+    assert len(plain.axes[0].texts) == 0 and "shortened" not in plain.legends[0].get_title().get_text()
+
+
 def test_titles_wrap_log_ticks_are_plain_and_labels_use_mathtext(tmp_path, monkeypatch):
     kept = captured(monkeypatch)
     paths = [str(write_record(tmp_path / f"r{s}", method="dfa", seed=s, epochs=8)) for s in (0, 1)]

@@ -232,6 +232,9 @@ def paired_figure(title: str, pairs: pd.DataFrame, path: Path) -> Path | None:
         high = (m["ci_high"] - m["mean_diff"]).fillna(0)
         ax.errorbar(m["mean_diff"], y, xerr=[low, high], fmt="o", color=colour(method), capsize=3,
                     markersize=4, label=f"{method_label(method)} − BP")
+        for yi, diff, mark in zip(y, m["mean_diff"], m["mark"].fillna("")):
+            if mark and math.isfinite(diff):  # a pair of shortened runs: not the paper's protocol
+                ax.annotate(mark, (diff, yi), xytext=(5, -2), textcoords="offset points", fontsize=9)
     ax.axvline(0, color="grey", linewidth=1)
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels)
@@ -239,6 +242,7 @@ def paired_figure(title: str, pairs: pd.DataFrame, path: Path) -> Path | None:
     ax.set_xlabel("difference in test error (percentage points), mean and 95 % interval")
     handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=len(methods), frameon=False,
-               title="over matched seeds; a dot without a bar: one pair")
+               title="over matched seeds; a dot without a bar: one pair"
+               + ("; † ‡ …: shortened runs (see the table)" if (pairs["mark"] != "").any() else ""))
     ax.set_title(wrap(title, 6.0))
     return save(fig, path)
