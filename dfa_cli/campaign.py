@@ -13,7 +13,9 @@ A *plan* is an ordered list of jobs (a table cell and a seed, with the overrides
 
 Order: seed 0 of every cell first (cheapest cells first), then seeds 1–2, then 3–4, so that a
 partial campaign already gives a whole table. Within a stage, a job too long to end the stage alone
-(the 100-layer net) is started early enough that the other jobs run beside it.
+(the 100-layer net) is started early enough that the other jobs run beside it. On the CPU, once
+nothing is left to start, the jobs still running take the freed slots' threads: each is paused
+with a checkpoint and resumed with its share (the same run; threads change float rounding at most).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from .records import METRICS, SUMMARY
 SEED_STAGES = ((0,), (1, 2), (3, 4))
 STATE_ENV_VAR = "DFA_CAMPAIGN_DIR"
 POLL_SECONDS = 2.0
+STOPPED_BY_SIGNAL = (130, 143, -signal.SIGTERM)   # dfa-run's exit codes after SIGINT/SIGTERM; killed early
 
 
 @dataclass
@@ -74,10 +77,14 @@ def _stage(job: Job) -> int:
 # ---- running ----------------------------------------------------------------------------------
 class Campaign:
     def __init__(self, jobs: list[Job], records: Path, state: Path, parallel: int = 2,
-                 threads: int | None = 1, python: str = sys.executable, out=sys.stdout):
+                 threads: int | None = 1, python: str = sys.executable, out=sys.stdout,
+                 widen_after: float = 30.0):
         self.jobs, self.records, self.state = jobs, Path(records), Path(state)
         self.parallel, self.threads, self.python, self.out = parallel, threads, python, out
+        self.widen_after = widen_after   # seconds a job runs before it may be paused to widen it
         self.running: dict[str, tuple[Job, subprocess.Popen, float]] = {}
+        self.threads_of: dict[str, int | None] = {}
+        self.widening: dict[str, int] = {}   # job → the threads it resumes with once paused
         self.failed: dict[str, str] = {}
         self.stopping = False
 
@@ -110,7 +117,7 @@ class Campaign:
             tmp.rename(dst)
         return self.done(job)
 
-    def command(self, job: Job) -> list[str]:
+    def command(self, job: Job, threads: int | None = None) -> list[str]:
         run_dir = self.run_dir(job)
         cmd = [self.python, "-m", "dfa_cli.run", *job.overrides, "hydra.mode=RUN",
                f"hydra.run.dir={run_dir}", "trainer.progress=false"]
@@ -118,32 +125,50 @@ class Campaign:
             cmd += ["seeds=null", f"seed={job.seeds[0]}"]
         else:
             cmd += [f"seeds=[{','.join(map(str, job.seeds))}]"]
-        if self.threads:
-            cmd.append(f"trainer.threads={self.threads}")
+        if threads or self.threads:
+            cmd.append(f"trainer.threads={threads or self.threads}")
         if (run_dir / ".hydra" / "config.yaml").is_file():
             cmd.append("resume=true")
         return cmd
 
-    def start(self, job: Job) -> None:
+    def start(self, job: Job, threads: int | None = None) -> None:
         log_path = self.state / "logs" / f"{job.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         resuming = (self.run_dir(job) / ".hydra" / "config.yaml").is_file()
         log = open(log_path, "a")
-        proc = subprocess.Popen(self.command(job), stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(self.command(job, threads), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)   # Ctrl-C reaches the jobs through us only
         log.close()
         self.running[job.name] = (job, proc, time.time())
-        self.say(f"{'resume' if resuming else 'start '} {job.name}")
+        self.threads_of[job.name] = threads or self.threads
+        wider = f" with {threads} threads (nothing is left to start beside it)" if threads else ""
+        self.say(f"{'resume' if resuming else 'start '} {job.name}{wider}")
+
+    def _widen(self, queue: list[Job]) -> None:
+        """Nothing left to start and a slot free: each running CPU job is paused (SIGTERM writes a
+        checkpoint) and, in ``_finished``, resumed with its share of all the slots' threads."""
+        if queue or self.stopping or not self.threads or not self.running:
+            return
+        share = self.parallel * self.threads // len(self.running)
+        for name, (_, proc, started) in self.running.items():
+            if (share > (self.threads_of[name] or 0) and name not in self.widening
+                    and time.time() - started >= self.widen_after and proc.poll() is None):
+                self.widening[name] = share
+                proc.send_signal(signal.SIGTERM)
 
     def _finished(self, job: Job, code: int) -> None:
+        wider = self.widening.pop(job.name, None)
         if self.collect(job):
             s = json.loads((self.records / job.record_names[0] / SUMMARY).read_text())
             err = s.get("test_error", s.get("val_error"))
             self.say(f"done   {job.name}: {err}% after {s['epochs']} epochs ({s['stop_reason']}), "
                      f"{s['wall_seconds'] / 3600:.2f} h")
             return
-        if code in (130, 143) and self.stopping:
+        if code in STOPPED_BY_SIGNAL and self.stopping:
             self.say(f"paused {job.name} (checkpoint written; the next invocation resumes it)")
+            return
+        if code in STOPPED_BY_SIGNAL and wider:
+            self.start(job, wider)
             return
         tail = self._log_tail(job)
         if "different config" in tail and not self.stopping and job.name not in self.failed:
@@ -198,6 +223,7 @@ class Campaign:
                     if code is not None:
                         del self.running[name]
                         self._finished(job, code)
+                self._widen(queue)
                 if self.stopping:
                     queue = []
         finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dfa_cli import campaign as campaign_module
 from dfa_cli.campaign import Campaign, Job, stage_order
 
 from conftest import REPO, load_script
@@ -103,6 +104,23 @@ def test_a_stopped_campaign_resumes_its_runs_from_their_checkpoints(fake_mnist, 
     assert "resume mnist/a_dfa_s0" in out.getvalue()
     rows = (records / "mnist/a_dfa_s0/metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) > done_before
+
+
+def test_a_job_left_running_alone_takes_the_freed_slots_threads(fake_mnist, tmp_path, monkeypatch):
+    """Two one-thread slots: when the short job ends and nothing is queued, the long one is paused
+    with a checkpoint and resumed with two threads (a resumed run equals the uninterrupted one:
+    test_resume.py), and its record is whole."""
+    monkeypatch.setattr(campaign_module, "POLL_SECONDS", 0.2)
+    short, long = tiny_jobs(fake_mnist, epochs=1)[0], tiny_jobs(fake_mnist, epochs=160)[1]
+    records, out = tmp_path / "records", io.StringIO()
+    assert Campaign([short, long], records, tmp_path / "state", out=out, widen_after=0).run() == 0
+    log = out.getvalue()
+    assert f"resume {long.name} with 2 threads" in log and "FAILED" not in log, log
+    assert f"{long.name} with" not in log.split(f"done   {short.name}")[0]   # only once a slot is free
+    summary = json.loads((records / long.name / "summary.json").read_text())
+    rows = [json.loads(r) for r in (records / long.name / "metrics.jsonl").read_text().splitlines()]
+    assert summary["threads"] == 2 and [r["epoch"] for r in rows] == list(range(1, summary["epochs"] + 1))
+    assert Campaign([long], tmp_path / "r", tmp_path / "s", parallel=1, widen_after=0)._widen([]) is None
 
 
 def test_a_run_from_a_changed_config_is_set_aside_and_started_over(fake_mnist, tmp_path):
