@@ -82,8 +82,7 @@ class Campaign:
         self.jobs, self.records, self.state = jobs, Path(records), Path(state)
         self.parallel, self.threads, self.python, self.out = parallel, threads, python, out
         self.widen_after = widen_after   # seconds a job runs before it may be paused to widen it
-        self.running: dict[str, tuple[Job, subprocess.Popen, float]] = {}
-        self.threads_of: dict[str, int | None] = {}
+        self.running: dict[str, tuple[Job, subprocess.Popen, float, int | None]] = {}   # + start, threads
         self.widening: dict[str, int] = {}   # job → the threads it resumes with once paused
         self.failed: dict[str, str] = {}
         self.stopping = False
@@ -139,8 +138,7 @@ class Campaign:
         proc = subprocess.Popen(self.command(job, threads), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)   # Ctrl-C reaches the jobs through us only
         log.close()
-        self.running[job.name] = (job, proc, time.time())
-        self.threads_of[job.name] = threads or self.threads
+        self.running[job.name] = (job, proc, time.time(), threads or self.threads)
         wider = f" with {threads} threads (nothing is left to start beside it)" if threads else ""
         self.say(f"{'resume' if resuming else 'start '} {job.name}{wider}")
 
@@ -150,8 +148,8 @@ class Campaign:
         if queue or self.stopping or not self.threads or not self.running:
             return
         share = self.parallel * self.threads // len(self.running)
-        for name, (_, proc, started) in self.running.items():
-            if (share > (self.threads_of[name] or 0) and name not in self.widening
+        for name, (_, proc, started, threads) in self.running.items():
+            if (share > (threads or 0) and name not in self.widening
                     and time.time() - started >= self.widen_after and proc.poll() is None):
                 self.widening[name] = share
                 proc.send_signal(signal.SIGTERM)
@@ -199,7 +197,7 @@ class Campaign:
 
     def _stop(self, signum, frame) -> None:
         self.stopping = True
-        for _, proc, _ in self.running.values():
+        for _, proc, _, _ in self.running.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
 
@@ -218,7 +216,7 @@ class Campaign:
                     job = queue.pop(self._next(queue))
                     self.start(job)
                 time.sleep(POLL_SECONDS)
-                for name, (job, proc, _) in list(self.running.items()):
+                for name, (job, proc, _, _) in list(self.running.items()):
                     code = proc.poll()
                     if code is not None:
                         del self.running[name]

@@ -106,21 +106,53 @@ def test_a_stopped_campaign_resumes_its_runs_from_their_checkpoints(fake_mnist, 
     assert [json.loads(r)["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) > done_before
 
 
-def test_a_job_left_running_alone_takes_the_freed_slots_threads(fake_mnist, tmp_path, monkeypatch):
+def test_a_job_left_running_alone_takes_the_freed_slots_threads(fake_mnist, tmp_path):
     """Two one-thread slots: when the short job ends and nothing is queued, the long one is paused
     with a checkpoint and resumed with two threads (a resumed run equals the uninterrupted one:
-    test_resume.py), and its record is whole."""
-    monkeypatch.setattr(campaign_module, "POLL_SECONDS", 0.2)
-    short, long = tiny_jobs(fake_mnist, epochs=1)[0], tiny_jobs(fake_mnist, epochs=160)[1]
-    records, out = tmp_path / "records", io.StringIO()
-    assert Campaign([short, long], records, tmp_path / "state", out=out, widen_after=0).run() == 0
-    log = out.getvalue()
-    assert f"resume {long.name} with 2 threads" in log and "FAILED" not in log, log
-    assert f"{long.name} with" not in log.split(f"done   {short.name}")[0]   # only once a slot is free
-    summary = json.loads((records / long.name / "summary.json").read_text())
-    rows = [json.loads(r) for r in (records / long.name / "metrics.jsonl").read_text().splitlines()]
-    assert summary["threads"] == 2 and [r["epoch"] for r in rows] == list(range(1, summary["epochs"] + 1))
-    assert Campaign([long], tmp_path / "r", tmp_path / "s", parallel=1, widen_after=0)._widen([]) is None
+    test_resume.py), and its records go on without a gap."""
+    records, state = tmp_path / "records", tmp_path / "state"
+    script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r})\n"
+              "from pathlib import Path\nfrom test_campaign import tiny_jobs\nfrom dfa_cli import campaign\n"
+              "campaign.POLL_SECONDS = 0.2\n"
+              f"root = Path({str(fake_mnist)!r})\n"
+              "jobs = [tiny_jobs(root, epochs=1)[0], tiny_jobs(root, epochs=100000)[1]]\n"
+              f"sys.exit(campaign.Campaign(jobs, Path({str(records)!r}), Path({str(state)!r}), widen_after=0).run())\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, text=True)
+    log, deadline = "", time.time() + 120
+    while time.time() < deadline and "with 2 threads" not in log:
+        log += proc.stdout.readline()
+    metrics = state / "runs" / "mnist" / "b_bp_s1" / "metrics.jsonl"
+
+    def epochs() -> int:
+        return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+    widened_at = epochs()
+    while time.time() < deadline and epochs() < widened_at + 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    log += proc.communicate(timeout=120)[0]
+    assert "resume mnist/b_bp_s1 with 2 threads" in log and "FAILED" not in log, log
+    assert "b_bp_s1 with" not in log.split("done   mnist/a_dfa_s0")[0]   # only once a slot is free
+    rows = [json.loads(r)["epoch"] for r in metrics.read_text().splitlines()]
+    assert rows == list(range(1, len(rows) + 1)) and len(rows) >= widened_at + 3
+
+
+def test_only_a_freed_slot_widens_a_running_job(tmp_path):
+    class Running:                       # a job's process, still running
+        def __init__(self):
+            self.signals = []
+
+        def poll(self):
+            return None
+
+        def send_signal(self, sig):
+            self.signals.append(sig)
+    job = Job("mnist/a_dfa_s0", [], (0,))
+    for parallel, queued, widened in ((1, [], {}), (2, [job], {}), (2, [], {job.name: 2})):
+        campaign, proc = Campaign([job], tmp_path, tmp_path, parallel=parallel, widen_after=0), Running()
+        campaign.running[job.name] = (job, proc, 0.0, 1)
+        campaign._widen(queued)
+        assert campaign.widening == widened and proc.signals == ([signal.SIGTERM] if widened else [])
 
 
 def test_a_run_from_a_changed_config_is_set_aside_and_started_over(fake_mnist, tmp_path):

@@ -181,6 +181,16 @@ def alignment_figure(title: str, paths: list[str], path: Path) -> Path | None:
     return save(fig, path)
 
 
+SHORTENED_KEY = "† ‡ …: shortened runs (see the table)"
+
+
+def annotate_marks(ax, xs, ys, marks: pd.Series) -> None:
+    """The table's mark (†, ‡, …) beside each point of a shortened run: not the paper's protocol."""
+    for x, y, mark in zip(xs, ys, marks.fillna("")):
+        if mark and isinstance(x, float) and math.isfinite(x):
+            ax.annotate(mark, (x, y), xytext=(5, -2), textcoords="offset points", fontsize=9)
+
+
 def ours_vs_paper_figure(title: str, cells: pd.DataFrame, path: Path) -> Path | None:
     """A paper table's rows that have runs of ours: ours (filled) beside the paper (open), ± std,
     one colour per method; a log axis when the errors span a factor of 3 or more."""
@@ -200,9 +210,7 @@ def ours_vs_paper_figure(title: str, cells: pd.DataFrame, path: Path) -> Path | 
         ax.errorbar(m["paper_mean"], [v + 0.12 / len(methods) for v in y], xerr=m["paper_std"].fillna(0), fmt="D",
                     color=colour(method), markerfacecolor="white", markersize=4, capsize=2, alpha=0.9,
                     label=f"{method_label(method)}, paper")
-        for yi, mean, mark in zip(y, m["ours_mean"], m["mark"].fillna("")):
-            if mark and isinstance(mean, float) and math.isfinite(mean):
-                ax.annotate(mark, (mean, yi), xytext=(5, -2), textcoords="offset points", fontsize=9)
+        annotate_marks(ax, m["ours_mean"], y, m["mark"])
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels)
     ax.invert_yaxis()
@@ -210,7 +218,7 @@ def ours_vs_paper_figure(title: str, cells: pd.DataFrame, path: Path) -> Path | 
     log_axis(ax, axis="x")
     handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=len(methods), frameon=False,
-               title="filled: ours, open: the paper; † ‡ …: shortened runs (see the table)")
+               title=f"filled: ours, open: the paper; {SHORTENED_KEY}")
     ax.set_title(wrap(title, 6.0))
     return save(fig, path)
 
@@ -232,9 +240,7 @@ def paired_figure(title: str, pairs: pd.DataFrame, path: Path) -> Path | None:
         high = (m["ci_high"] - m["mean_diff"]).fillna(0)
         ax.errorbar(m["mean_diff"], y, xerr=[low, high], fmt="o", color=colour(method), capsize=3,
                     markersize=4, label=f"{method_label(method)} − BP")
-        for yi, diff, mark in zip(y, m["mean_diff"], m["mark"].fillna("")):
-            if mark and math.isfinite(diff):  # a pair of shortened runs: not the paper's protocol
-                ax.annotate(mark, (diff, yi), xytext=(5, -2), textcoords="offset points", fontsize=9)
+        annotate_marks(ax, m["mean_diff"], y, m["mark"])   # pairs of shortened runs
     ax.axvline(0, color="grey", linewidth=1)
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels)
@@ -243,6 +249,6 @@ def paired_figure(title: str, pairs: pd.DataFrame, path: Path) -> Path | None:
     handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=len(methods), frameon=False,
                title="over matched seeds; a dot without a bar: one pair"
-               + ("; † ‡ …: shortened runs (see the table)" if (pairs["mark"] != "").any() else ""))
+               + (f"; {SHORTENED_KEY}" if (pairs["mark"] != "").any() else ""))
     ax.set_title(wrap(title, 6.0))
     return save(fig, path)
