@@ -298,6 +298,7 @@ class Trainer:
         return {"epoch": epoch, "train_loss": train_loss, "train_error": train_error,
                 "train_error_ema": rep.ema, f"{k}_loss": test_loss, f"{k}_error": test_error,
                 "lr": float(self.optimizer.param_groups[0]["lr"]), "seconds": seconds, "elapsed": elapsed,
+                "threads": torch.get_num_threads(),  # a resumed run may continue on more threads
                 **self.extra.get(rep.seed, {})}
 
     def _epoch_extra(self) -> dict:

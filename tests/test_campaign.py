@@ -133,8 +133,10 @@ def test_a_job_left_running_alone_takes_the_freed_slots_threads(fake_mnist, tmp_
     log += proc.communicate(timeout=120)[0]
     assert "resume mnist/b_bp_s1 with 2 threads" in log and "FAILED" not in log, log
     assert "b_bp_s1 with" not in log.split("done   mnist/a_dfa_s0")[0]   # only once a slot is free
-    rows = [json.loads(r)["epoch"] for r in metrics.read_text().splitlines()]
-    assert rows == list(range(1, len(rows) + 1)) and len(rows) >= widened_at + 3
+    rows = [json.loads(r) for r in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= widened_at + 3
+    threads = [r["threads"] for r in rows]   # each epoch names its own: one thread, then two
+    assert threads == sorted(threads) and set(threads) <= {1, 2} and threads[-3:] == [2, 2, 2], threads
 
 
 def test_only_a_freed_slot_widens_a_running_job(tmp_path):
