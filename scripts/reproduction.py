@@ -17,6 +17,7 @@ import json
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,16 +43,19 @@ def progress(records: Path) -> str:
     table = summaries(records / "mnist")
     search = summaries(records / "mnist-validation")
     everything = table + search
-    cells = {(s["model"], s["activation"], s["variant"], s["method"]) for s in table
-             if not (s["model"] == "fc240x100" and s["method"] != "dfa")}
+    cells: dict[tuple, set[int]] = {}   # each paper cell's seeds (the bounded 100x240 BP/FA runs are no cell)
+    for s in table:
+        if not (s["model"] == "fc240x100" and s["method"] != "dfa"):
+            cells.setdefault((s["model"], s["activation"], s["variant"], s["method"]), set()).add(s["seed"])
+    by_n = Counter(len(seeds) for seeds in cells.values())
+    per_cell = ", ".join(f"{n} in {count} cell{'s' * (count > 1)}" for n, count in sorted(by_n.items(), reverse=True))
     hours = sum(s.get("wall_seconds") or 0 for s in everything) / 3600
     machines = sorted({f"{s.get('device_name', '?')} ({s.get('device', '?')}, {s.get('threads', '?')} thread(s))"
                        for s in everything})
-    seeds = sorted({s["seed"] for s in table})
     dates = sorted(s.get("finished_at", "")[:10] for s in everything if s.get("finished_at"))
     span = ("—" if not dates else f"on {dates[0]}" if dates[0] == dates[-1] else f"between {dates[0]} and {dates[-1]}")
-    return (f"**{len(cells)} of Table 1's {CELLS} paper cells** have a full-protocol record (seeds so far: "
-            f"{', '.join(map(str, seeds)) or '—'}; {len(table)} table records and {len(search)} validation-search "
+    return (f"**{len(cells)} of Table 1's {CELLS} paper cells** have a full-protocol record (seeds per cell: "
+            f"{per_cell or '—'}; {len(table)} table records and {len(search)} validation-search "
             f"records), {hours:.1f} machine hours in all, finished {span}; machine: {'; '.join(machines) or '—'}.")
 
 

@@ -74,3 +74,17 @@ def test_every_flagged_cell_has_its_paragraph_under_where_we_differ():
     flagged = [c["heading"] for c in module.flagged_cells(RECORDS)]
     without = readme.replace(module.DIFFER, "### Elsewhere")
     assert module.missing_paragraphs(without, RECORDS) == flagged
+
+
+def test_the_progress_line_counts_seeds_per_cell(tmp_path):
+    """Seed 1 of one cell does not make every cell look three seeds deep; the bounded 100x240 BP run is no cell."""
+    module = load_script("reproduction")
+    base = {"model": "fc800x1", "activation": "tanh", "variant": "none", "wall_seconds": 1800}
+    runs = [{**base, "method": "dfa", "seed": s} for s in (0, 1, 2)] + [{**base, "method": "bp", "seed": 0},
+                                                                       {**base, "model": "fc240x100", "method": "bp", "seed": 0}]
+    for i, summary in enumerate(runs):
+        (tmp_path / "mnist" / str(i)).mkdir(parents=True)
+        (tmp_path / "mnist" / str(i) / "summary.json").write_text(json.dumps(summary))
+    line = module.progress(tmp_path)
+    assert line.startswith("**2 of Table 1's 28 paper cells**"), line
+    assert "seeds per cell: 3 in 1 cell, 1 in 1 cell; 5 table records" in line and "2.5 machine hours" in line, line
