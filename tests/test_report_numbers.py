@@ -62,6 +62,12 @@ def test_the_csv_carries_rounded_display_columns_beside_the_raw_ones(tmp_path, c
     assert cell["delta_display"] == "+0.4 ⚑" and cell["flagged"]   # |Δ| .38 > 2 × .08
 
 
+def test_a_difference_that_rounds_to_zero_has_no_minus_sign(tmp_path, capsys):
+    write_cell(tmp_path, "bp", [1.587, 1.589], method="bp", model="fc800x1", hidden=[800])   # paper 1.59
+    out, _ = cli(tmp_path, "--format", "markdown", capsys=capsys)
+    assert table_row(out, "Table 1", "1x800 tanh")[3] == "+0.00"      # Δ = 1.588 − 1.59 < 0
+
+
 def test_paired_differences_over_matched_seeds_with_a_95_percent_interval(tmp_path, capsys):
     write_cell(tmp_path, "bp", [1.60, 1.70, 1.65], method="bp")
     write_cell(tmp_path, "dfa", [1.80, 1.75, 1.90, 2.00], method="dfa")     # seed 3 has no BP partner

@@ -28,6 +28,7 @@ def _finite(value) -> bool:
 
 
 def _fmt(value, digits: int, sign: bool = False) -> str:
+    value = round(value, digits) + 0.0   # + 0.0 turns a rounded -0.0 into 0.0: no "-0.00"
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
