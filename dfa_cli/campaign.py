@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -75,6 +76,13 @@ def _stage(job: Job) -> int:
 
 
 # ---- running ----------------------------------------------------------------------------------
+class Running(NamedTuple):
+    job: Job
+    proc: subprocess.Popen
+    started: float                 # time.time() at its start
+    threads: int | None            # None: the device's default (a GPU job)
+
+
 class Campaign:
     def __init__(self, jobs: list[Job], records: Path, state: Path, parallel: int = 2,
                  threads: int | None = 1, python: str = sys.executable, out=sys.stdout,
@@ -82,7 +90,7 @@ class Campaign:
         self.jobs, self.records, self.state = jobs, Path(records), Path(state)
         self.parallel, self.threads, self.python, self.out = parallel, threads, python, out
         self.widen_after = widen_after   # seconds a job runs before it may be paused to widen it
-        self.running: dict[str, tuple[Job, subprocess.Popen, float, int | None]] = {}   # + start, threads
+        self.running: dict[str, Running] = {}
         self.widening: dict[str, int] = {}   # job → the threads it resumes with once paused
         self.failed: dict[str, str] = {}
         self.stopping = False
@@ -138,7 +146,7 @@ class Campaign:
         proc = subprocess.Popen(self.command(job, threads), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)   # Ctrl-C reaches the jobs through us only
         log.close()
-        self.running[job.name] = (job, proc, time.time(), threads or self.threads)
+        self.running[job.name] = Running(job, proc, time.time(), threads or self.threads)
         wider = f" with {threads} threads (nothing is left to start beside it)" if threads else ""
         self.say(f"{'resume' if resuming else 'start '} {job.name}{wider}")
 
@@ -148,11 +156,11 @@ class Campaign:
         if queue or self.stopping or not self.threads or not self.running:
             return
         share = self.parallel * self.threads // len(self.running)
-        for name, (_, proc, started, threads) in self.running.items():
-            if (share > (threads or 0) and name not in self.widening
-                    and time.time() - started >= self.widen_after and proc.poll() is None):
+        for name, run in self.running.items():
+            if (share > (run.threads or 0) and name not in self.widening
+                    and time.time() - run.started >= self.widen_after and run.proc.poll() is None):
                 self.widening[name] = share
-                proc.send_signal(signal.SIGTERM)
+                run.proc.send_signal(signal.SIGTERM)
 
     def _finished(self, job: Job, code: int) -> None:
         wider = self.widening.pop(job.name, None)
@@ -197,9 +205,9 @@ class Campaign:
 
     def _stop(self, signum, frame) -> None:
         self.stopping = True
-        for _, proc, _, _ in self.running.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        for run in self.running.values():
+            if run.proc.poll() is None:
+                run.proc.send_signal(signal.SIGTERM)
 
     def run(self) -> int:
         """Work through the plan; returns 0 when every ready job is done, 1 when something failed."""
@@ -216,11 +224,11 @@ class Campaign:
                     job = queue.pop(self._next(queue))
                     self.start(job)
                 time.sleep(POLL_SECONDS)
-                for name, (job, proc, _, _) in list(self.running.items()):
-                    code = proc.poll()
+                for name, run in list(self.running.items()):
+                    code = run.proc.poll()
                     if code is not None:
                         del self.running[name]
-                        self._finished(job, code)
+                        self._finished(run.job, code)
                 self._widen(queue)
                 if self.stopping:
                     queue = []

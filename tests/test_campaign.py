@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dfa_cli import campaign as campaign_module
-from dfa_cli.campaign import Campaign, Job, stage_order
+from dfa_cli.campaign import Campaign, Job, Running, stage_order
 
 from conftest import REPO, load_script
 
@@ -140,7 +139,7 @@ def test_a_job_left_running_alone_takes_the_freed_slots_threads(fake_mnist, tmp_
 
 
 def test_only_a_freed_slot_widens_a_running_job(tmp_path):
-    class Running:                       # a job's process, still running
+    class LiveProcess:                   # a job's process, still running
         def __init__(self):
             self.signals = []
 
@@ -151,8 +150,8 @@ def test_only_a_freed_slot_widens_a_running_job(tmp_path):
             self.signals.append(sig)
     job = Job("mnist/a_dfa_s0", [], (0,))
     for parallel, queued, widened in ((1, [], {}), (2, [job], {}), (2, [], {job.name: 2})):
-        campaign, proc = Campaign([job], tmp_path, tmp_path, parallel=parallel, widen_after=0), Running()
-        campaign.running[job.name] = (job, proc, 0.0, 1)
+        campaign, proc = Campaign([job], tmp_path, tmp_path, parallel=parallel, widen_after=0), LiveProcess()
+        campaign.running[job.name] = Running(job, proc, 0.0, 1)
         campaign._widen(queued)
         assert campaign.widening == widened and proc.signals == ([signal.SIGTERM] if widened else [])
 
