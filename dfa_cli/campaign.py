@@ -11,8 +11,8 @@ A *plan* is an ordered list of jobs (a table cell and a seed, with the overrides
   started over; a failed job is reported and retried by the next invocation;
 - SIGTERM/SIGINT stop every job at its next step with a checkpoint (dfa-run's own handling).
 
-Order: seed 0 of every cell first (cheapest cells first), then seeds 1–2, then 3–4, so that a
-partial campaign already gives a whole table. Within a stage, a job too long to end the stage alone
+Order: the plan's (dfa_cli.plans: phases; by default seed 0 of every cell, then seeds 1–2, then
+3–4, so that a partial campaign already gives a whole table). Within a stage, a job too long to end the stage alone
 (the 100-layer net) is started early enough that the other jobs run beside it. On the CPU, once
 nothing is left to start, the jobs still running take the freed slots' threads: each is paused
 with a checkpoint and resumed with its share (the same run; threads change float rounding at most).
@@ -48,6 +48,7 @@ class Job:
     cost: float = 1.0              # relative: orders the jobs of a stage, cheapest first
     waits_for: str | None = None   # why it may not start yet (None: ready)
     record_names: list[str] = field(default_factory=list)   # one per seed
+    stage: int | None = None       # the plan's phase (dfa_cli.plans); None: from the seed (SEED_STAGES)
 
     def __post_init__(self):
         if not self.record_names:
@@ -55,23 +56,17 @@ class Job:
                 [f"{self.name}_s{s}" for s in self.seeds]
 
 
-def default_state_dir(plan: str) -> Path:
+def default_state_dir() -> Path:
+    """``$DFA_CAMPAIGN_DIR``, else ``~/.cache/dfa-cli/campaign``: one state for every plan (job names
+    are unique across them), so one invocation can run several plans and resume any of their jobs."""
     root = os.environ.get(STATE_ENV_VAR)
-    base = Path(root).expanduser() if root else Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "dfa-cli" / "campaign"
-    return base / plan
-
-
-def stage_order(jobs_by_seed: list[tuple[int, Job]], seeds: list[int]) -> list[Job]:
-    """Seed stages in order (0, then 1–2, then 3–4, then any others), cheapest job first within each."""
-    stages = [s for s in SEED_STAGES] + [tuple(s for s in seeds if all(s not in st for st in SEED_STAGES))]
-    ordered = []
-    for stage in stages:
-        in_stage = [(seed, job) for seed, job in jobs_by_seed if seed in stage and seed in seeds]
-        ordered += [job for _, job in sorted(in_stage, key=lambda p: (p[1].cost, p[0]))]
-    return ordered
+    return Path(root).expanduser() if root else \
+        Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "dfa-cli" / "campaign"
 
 
 def _stage(job: Job) -> int:
+    if job.stage is not None:
+        return job.stage
     return next((i for i, st in enumerate(SEED_STAGES) if job.seeds[0] in st), len(SEED_STAGES))
 
 

@@ -52,7 +52,7 @@ INPUT_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32
 class Dataset:
     """Flattened inputs (``x``: ``(N, C·H·W)`` float32) and int64 labels, on one device.
 
-    Inputs are in [0, 1] (``preprocess == "none"``) or ZCA-whitened (``"zca"``).
+    Inputs are in [0, 1] (``preprocess == "none"``; :func:`scale_to_unit`) or ZCA-whitened (``"zca"``).
     """
     name: str
     x_train: torch.Tensor
@@ -64,6 +64,7 @@ class Dataset:
     root: str
     preprocess: str = "none"
     eval_split: str = "test"   # what x_test is: the test set, or the validation split of the training set
+    pixel_span: float = 255.0  # the byte range that [0, 1] stands for (scale_to_unit); ZCA works in pixel units
 
     def to(self, device) -> "Dataset":
         move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
@@ -186,12 +187,26 @@ def load_dataset(name: str, root=None, download: bool = True, subset=None,
     if test_subset:
         x_test, y_test = x_test[:test_subset], y_test[:test_subset]
 
-    def to_unit(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255.0)
-
-    return Dataset(name, to_unit(x_train), torch.from_numpy(y_train), to_unit(x_test),
+    x_train_unit, x_test_unit, span = scale_to_unit(x_train, x_test)
+    return Dataset(name, x_train_unit, torch.from_numpy(y_train), x_test_unit,
                    torch.from_numpy(y_test), tuple(x_train.shape[1:]), n_classes, str(root_path),
-                   eval_split=split)
+                   eval_split=split, pixel_span=span)
+
+
+def scale_to_unit(x_train: np.ndarray, x_test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Flattened float32 inputs in [0, 1] as the author's Data.lua makes them without ``-whiten``
+    (``-normalization scale``): minus the training set's global minimum, divided by the maximum
+    of what is left; the test inputs with the same two numbers. On the full MNIST and CIFAR
+    training sets that is exactly ``x / 255`` (their pixels span 0..255). Also returns that span."""
+    low = np.float32(x_train.min()) if x_train.size else np.float32(0)
+    span = np.float32(x_train.max()) - low if x_train.size else np.float32(255)
+    span = span if span > 0 else np.float32(1)   # a constant image set: only shifted
+
+    def unit(x: np.ndarray) -> torch.Tensor:
+        flat = x.reshape(len(x), -1).astype(np.float32)
+        return torch.from_numpy((flat - low) / span if low else flat / span)
+
+    return unit(x_train), unit(x_test), float(span)
 
 
 # ---- preprocessing ----------------------------------------------------------------------------
@@ -204,7 +219,8 @@ def resolve_cache_dir(cache_dir=None) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "dfa-cli"
 
 
-def zca_statistics(x: torch.Tensor, eps: float = 1e-5, via_gram: bool | None = None
+def zca_statistics(x: torch.Tensor, eps: float = 1e-5, via_gram: bool | None = None,
+                   pixel_scale: float = ZCA_PIXEL_SCALE
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """ZCA whitening of ``x`` (``(N, D)``, pixels in [0, 1]): ``mean`` ``(D,)`` and ``P`` ``(D, D)``.
 
@@ -221,7 +237,7 @@ def zca_statistics(x: torch.Tensor, eps: float = 1e-5, via_gram: bool | None = N
     if len(x) < 2:
         raise UserError(f"ZCA whitening needs at least 2 training examples, got {len(x)}; "
                         f"use a larger data.subset or data.preprocess=none.")
-    X = x.detach().cpu().numpy().astype(np.float64) * ZCA_PIXEL_SCALE
+    X = x.detach().cpu().numpy().astype(np.float64) * pixel_scale
     n, d = X.shape
     mean = X.mean(axis=0)
     X -= mean
@@ -240,19 +256,21 @@ def zca_statistics(x: torch.Tensor, eps: float = 1e-5, via_gram: bool | None = N
         lam, U = np.linalg.eigh(cov)
         lam = np.clip(lam, 0, None)        # round-off makes a few tiny ones negative
         P = (U / np.sqrt(lam + eps)) @ U.T
-    P *= ZCA_PIXEL_SCALE
-    return torch.from_numpy(mean / ZCA_PIXEL_SCALE).float(), torch.from_numpy(P).float()
+    P *= pixel_scale
+    return torch.from_numpy(mean / pixel_scale).float(), torch.from_numpy(P).float()
 
 
-def _fingerprint(x: torch.Tensor, eps: float) -> str:
+def _fingerprint(x: torch.Tensor, eps: float, pixel_scale: float = ZCA_PIXEL_SCALE) -> str:
     """Identifies the exact training set (content, not only its size) and the whitening settings."""
     h = hashlib.blake2b(digest_size=12)
-    h.update(f"zca-v{ZCA_VERSION} eps={eps!r} shape={tuple(x.shape)} ".encode())
+    scale = "" if pixel_scale == ZCA_PIXEL_SCALE else f"scale={pixel_scale!r} "
+    h.update(f"zca-v{ZCA_VERSION} eps={eps!r} {scale}shape={tuple(x.shape)} ".encode())
     h.update(memoryview(x.detach().cpu().contiguous().numpy()).cast("B"))
     return h.hexdigest()
 
 
-def cached_zca(name: str, x_train: torch.Tensor, eps: float, cache_dir=None) -> tuple[torch.Tensor, torch.Tensor]:
+def cached_zca(name: str, x_train: torch.Tensor, eps: float, cache_dir=None,
+               pixel_scale: float = ZCA_PIXEL_SCALE) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`zca_statistics` of ``x_train``, from the cache when an earlier run computed them.
 
     Cache files are keyed by data set, training-set size and a fingerprint of its content and of
@@ -260,7 +278,7 @@ def cached_zca(name: str, x_train: torch.Tensor, eps: float, cache_dir=None) -> 
     recomputed; an unwritable cache folder only costs the recomputation next time.
     """
     folder = resolve_cache_dir(cache_dir)
-    path = folder / f"zca-{name}-n{len(x_train)}-{_fingerprint(x_train, eps)}.pt"
+    path = folder / f"zca-{name}-n{len(x_train)}-{_fingerprint(x_train, eps, pixel_scale)}.pt"
     if path.is_file():
         try:
             stats = torch.load(path, map_location="cpu", weights_only=True)
@@ -272,7 +290,7 @@ def cached_zca(name: str, x_train: torch.Tensor, eps: float, cache_dir=None) -> 
         log.warning(f"ZCA whitening from {len(x_train)} examples of {x_train.shape[1]} dimensions is "
                     f"rank-deficient: directions unseen in training are scaled by up to 1/√zca_eps.")
     start = time.perf_counter()
-    mean, matrix = zca_statistics(x_train, eps)
+    mean, matrix = zca_statistics(x_train, eps, pixel_scale=pixel_scale)
     log.info(f"ZCA whitening statistics of {name} ({len(x_train)} examples) computed in "
              f"{time.perf_counter() - start:.1f} s")
     try:
@@ -302,6 +320,6 @@ def preprocess(data: Dataset, kind: str = "none", eps: float = 1e-5, cache_dir=N
         raise UserError(f"data.preprocess={kind!r} is not supported; choose one of: {', '.join(PREPROCESS)}.")
     if kind == "none":
         return data
-    mean, matrix = cached_zca(data.name, data.x_train, eps, cache_dir)
+    mean, matrix = cached_zca(data.name, data.x_train, eps, cache_dir, data.pixel_span)
     return Dataset(**{**data.__dict__, "x_train": whiten(data.x_train, mean, matrix),
                       "x_test": whiten(data.x_test, mean, matrix), "preprocess": "zca"})

@@ -1,4 +1,4 @@
-"""The resumable campaign (dfa_cli/campaign.py, scripts/reproduce.py): order, records, resumption."""
+"""The resumable campaign runner (dfa_cli/campaign.py): records, resumption, widening, order within a stage."""
 from __future__ import annotations
 
 import io
@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dfa_cli.campaign import Campaign, Job, Running, stage_order
+from dfa_cli.campaign import Campaign, Job, Running
 
-from conftest import REPO, load_script
-
-reproduce = load_script("reproduce")
+from conftest import REPO
 
 
 def tiny_jobs(root: Path, epochs: int = 3) -> list[Job]:
@@ -25,41 +23,6 @@ def tiny_jobs(root: Path, epochs: int = 3) -> list[Job]:
     return [Job("mnist/a_dfa_s0", base + ["method=dfa"], (0,)),
             Job("mnist/b_bp_s1", base + ["method=bp"], (1,)),
             Job("mnist/c_fa_s0-1", base + ["method=fa"], (0, 1), record_names=["mnist/c_fa_s0", "mnist/c_fa_s1"])]
-
-
-def test_table1_plan_orders_seed_0_of_every_cell_first_cheapest_first():
-    jobs = reproduce.table1_jobs([0, 1, 2, 3, 4])
-    names = [j.name for j in jobs]
-    seeds = [j.seeds[0] for j in jobs]
-    first_pass = 28 + 2 + len(reproduce.SEARCH)           # 30 cells (100x240 BP/FA bounded) + the search
-    assert seeds[:first_pass] == [0] * first_pass
-    assert set(seeds[first_pass:first_pass + 2 * 28]) == {1, 2} and set(seeds[first_pass + 56:]) == {3, 4}
-    costs = [j.cost for j in jobs[:first_pass]]
-    assert costs == sorted(costs)
-    assert all(n.startswith("mnist-validation/") for n in names[:len(reproduce.SEARCH)])   # it gates a row
-    assert names[len(reproduce.SEARCH)].startswith("mnist/fc800x1_tanh_")
-    assert names[first_pass - 1] == "mnist/fc240x100_tanh_dfa_s0"
-    deep_bp = next(j for j in jobs if j.name == "mnist/fc240x100_tanh_bp_s0")
-    assert "trainer.max_epochs=30" in deep_bp.overrides
-    assert not any(j.name.startswith("mnist/fc240x100_tanh_bp_s1") for j in jobs)   # one seed only
-    search = [j for j in jobs if j.name.startswith("mnist-validation/")]
-    assert len(search) == len(reproduce.SEARCH) and all("data.split=validation" in j.overrides for j in search)
-
-
-def test_the_dropout_row_waits_until_its_preset_names_the_chosen_schedule(tmp_path, monkeypatch):
-    preset = tmp_path / f"{reproduce.DROPOUT_ROW}.yaml"
-    preset.write_text("# @package _global_\ndropout:\n  input: 0.1\ntrainer:\n  max_epochs: 300\n")
-    monkeypatch.setattr(reproduce, "PRESETS", tmp_path)
-    dropout = [j for j in reproduce.table1_jobs([0]) if reproduce.DROPOUT_ROW in j.name and j.name.startswith("mnist/")]
-    assert dropout and all(j.waits_for and "validation" in j.waits_for for j in dropout)
-    preset.write_text("# @package _global_\ntrainer:\n  lr_schedule: step\n")
-    assert all(j.waits_for is None for j in reproduce.table1_jobs([0]) if reproduce.DROPOUT_ROW in j.name)
-
-
-def test_stage_order_handles_any_seeds():
-    jobs = [(s, Job(f"j{s}_{c}", [], (s,), cost=c)) for s in (7, 3, 0, 1) for c in (2.0, 1.0)]
-    assert [j.name for j in stage_order(jobs, [0, 1, 3, 7])] == [
-        "j0_1.0", "j0_2.0", "j1_1.0", "j1_2.0", "j3_1.0", "j3_2.0", "j7_1.0", "j7_2.0"]
 
 
 def test_campaign_runs_collects_records_and_skips_what_is_done(fake_mnist, tmp_path):
@@ -168,59 +131,6 @@ def test_a_run_from_a_changed_config_is_set_aside_and_started_over(fake_mnist, t
     assert "different config" in out.getvalue()
     assert json.loads((records / "mnist/a_dfa_s0/summary.json").read_text())["lr"] == pytest.approx(3e-4)
     assert list((state / "runs" / "mnist").glob("a_dfa_s0.stale-*"))
-
-
-def test_search_summary_finds_each_candidates_best_window(tmp_path):
-    """The validation curve's best SEARCH_WINDOW-epoch mean, by hand on a made-up curve."""
-    folder = tmp_path / f"mnist-validation/{reproduce.DROPOUT_ROW}_step50_dfa_s0"
-    folder.mkdir(parents=True)
-    errors = [5.0, 4.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 4.0]   # best window: epochs 5..9, mean 1.0
-    folder.joinpath("metrics.jsonl").write_text("".join(
-        json.dumps({"epoch": i + 1, "val_error": e, "train_error": e + 1}) + "\n" for i, e in enumerate(errors)))
-    rows = {r["candidate"]: r for r in reproduce.search_summary(tmp_path)}
-    step50 = rows["step50"]
-    assert step50["state"] == "running" and step50["epochs"] == 11
-    assert step50["best_window_val_error"] == pytest.approx(1.0) and step50["best_window_end_epoch"] == 9
-    assert step50["final_val_error"] == 4.0 and step50["best_single_val_error"] == 1.0
-    assert rows["constant"]["state"] == "not finished"
-
-
-def test_search_choice_takes_the_lowest_window_once_every_candidate_is_done(tmp_path):
-    """Nothing is chosen while a candidate runs; then the lowest best-window error wins, and training
-    time is where its window ends."""
-    def curve(name, errors, done=True):
-        folder = tmp_path / f"mnist-validation/{reproduce.DROPOUT_ROW}_{name}_dfa_s0"
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.joinpath("metrics.jsonl").write_text("".join(
-            json.dumps({"epoch": i + 1, "val_error": e, "train_error": e}) + "\n" for i, e in enumerate(errors)))
-        if done:
-            folder.joinpath("summary.json").write_text(json.dumps({"stop_reason": "max_epochs"}))
-    for name in reproduce.SEARCH:
-        curve(name, [3.0] * 10, done=name != "step50")
-    curve("lr3e-4_step100", [3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 3.0, 3.0])   # best window ends at epoch 7
-    assert reproduce.search_choice(reproduce.search_summary(tmp_path)) is None   # step50 still running
-    curve("step50", [2.9] * 10)                          # flat: the earliest window wins the tie
-    choice = reproduce.search_choice(reproduce.search_summary(tmp_path))
-    assert choice["candidate"] == "lr3e-4_step100" and choice["best_window_end_epoch"] == 7
-    assert choice["settings"] == {"optim.lr": 3e-4, "trainer.lr_schedule": "step",
-                                  "trainer.lr_step_epochs": 100, "trainer.max_epochs": 7}
-    curve("lr3e-4_step100", [3.0] * 10)
-    choice = reproduce.search_choice(reproduce.search_summary(tmp_path))
-    assert choice["candidate"] == "step50"
-    assert choice["settings"] == {"optim.lr": 1e-4, "trainer.lr_schedule": "step", "trainer.lr_step_epochs": 50,
-                                  "trainer.max_epochs": 5}
-
-
-def test_search_candidates_pin_the_protocol_defaults_whatever_the_preset_chose():
-    """Rerun after the preset names its choice, the candidates must still train what they name."""
-    from conftest import compose_config
-    prefix = f"mnist-validation/{reproduce.DROPOUT_ROW}_"
-    jobs = {j.name.removeprefix(prefix).removesuffix("_dfa_s0"): j for j in reproduce.search_jobs()}
-    constant = compose_config(*jobs["constant"].overrides)
-    assert (constant.optim.lr, constant.trainer.lr_schedule, constant.trainer.max_epochs) == (1e-4, "constant", 300)
-    assert constant.data.split == "validation" and constant.method.name == "dfa"
-    fast = compose_config(*jobs["lr3e-4_step100"].overrides)
-    assert (fast.optim.lr, fast.trainer.lr_schedule, fast.trainer.lr_step_epochs) == (3e-4, "step", 100)
 
 
 def test_a_job_too_long_to_run_alone_at_the_end_of_its_stage_starts_early(tmp_path):

@@ -42,14 +42,16 @@ def test_the_readme_table_is_the_one_the_records_give():
         "README's Reproduction block is stale: run python scripts/reproduction.py"
 
 
-def test_the_dropout_preset_carries_the_committed_search_choice():
-    """Once the committed validation search is complete, the dropout row's preset sets exactly what it chose."""
+@pytest.mark.parametrize("search", ["dropout-search", "cifar10-dropout-search"])
+def test_the_dropout_preset_carries_the_committed_search_choice(search):
+    """Once a row's committed validation search is complete, the row's preset sets exactly what it chose."""
     import yaml
-    reproduce = load_script("reproduce")
-    choice = reproduce.search_choice(reproduce.search_summary(RECORDS))
+    from dfa_cli.plans import PRESETS, SEARCHES
+    s = SEARCHES[search]
+    choice = s.choice(s.summary(RECORDS))
     if choice is None:
-        pytest.skip("the dropout row's validation search is not complete in results/paper")
-    preset = yaml.safe_load((reproduce.PRESETS / f"{reproduce.DROPOUT_ROW}.yaml").read_text())
+        pytest.skip(f"the {search} is not complete in results/paper")
+    preset = yaml.safe_load((PRESETS / s.table / f"{s.row}.yaml").read_text())
     for dotted, value in choice["settings"].items():
         node = preset
         for part in dotted.split("."):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dfa_cli.data import load_dataset
+from dfa_cli.data import load_dataset, scale_to_unit
 from dfa_cli.errors import UserError
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -50,6 +50,26 @@ def write_fake_cifar100(root, n_train=40, n_test=20):
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f)
     return folder
+
+
+def test_inputs_are_scaled_by_the_training_sets_range_as_the_authors_data_lua():
+    """-normalization scale: minus the training set's min, over its (max − min); the test set with the
+    same two numbers, so a test pixel outside the training range leaves [0, 1]."""
+    train = np.array([[[10, 20], [30, 50]], [[10, 10], [40, 30]]], dtype=np.uint8)   # min 10, max 50
+    test = np.array([[[0, 50], [90, 30]]], dtype=np.uint8)
+    x_train, x_test, span = scale_to_unit(train, test)
+    assert span == 40.0 and x_train.shape == (2, 4) and x_train.dtype == torch.float32
+    assert x_train[0].tolist() == pytest.approx([0.0, 0.25, 0.5, 1.0])
+    assert x_test[0].tolist() == pytest.approx([-0.25, 1.0, 2.0, 0.5])
+
+
+def test_on_the_full_training_sets_the_scaling_is_exactly_x_over_255(real_data):
+    """Both real training sets span 0..255, so the records made before this scaling stay bit for bit."""
+    for name in ("mnist", "cifar10"):
+        d = load_dataset(name, real_data, download=False, subset=12000)
+        assert d.pixel_span == 255.0
+        raw = torch.round(d.x_train * 255).to(torch.uint8)
+        assert torch.equal(d.x_train, raw.float() / 255.0)
 
 
 def test_cifar100_loads_from_torchvision_layout(tmp_path):

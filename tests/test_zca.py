@@ -91,7 +91,7 @@ def test_preprocess_uses_training_statistics_for_both_splits(tmp_path):
 def test_statistics_are_cached_once_per_exact_training_set(tmp_path, monkeypatch):
     calls = []
     original = data_module.zca_statistics
-    monkeypatch.setattr(data_module, "zca_statistics", lambda x, eps: calls.append(len(x)) or original(x, eps))
+    monkeypatch.setattr(data_module, "zca_statistics", lambda x, eps, **kw: calls.append(len(x)) or original(x, eps, **kw))
     data = small_dataset()
     first = cached_zca("cifar10", data.x_train, 1e-5, tmp_path)
     again = cached_zca("cifar10", data.x_train, 1e-5, tmp_path)

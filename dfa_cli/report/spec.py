@@ -64,7 +64,9 @@ PAPER_DROPOUT = {"input": 0.1, "hidden": 0.5, "conv": [0.25, 0.25, 0.5]}  # the 
 PAPER_ADVERSARIAL_EPS = 0.08   # FGSM of the "+ adversarial" row, inputs unclipped
 # Rows whose protocol is not the default one: the paper chose the dropout row's LR schedule and
 # training time on a validation set; its preset says what that choice is, once made.
-PRESET_ROWS = {("mnist", "fc800x2", "tanh", "dropout"): "table1/fc800x2_tanh_dropout"}
+PRESET_ROWS = {("mnist", "fc800x2", "tanh", "dropout"): "table1/fc800x2_tanh_dropout",
+               ("cifar10", "fc1000x3", "tanh", "dropout"): "table2/fc1000x3_tanh_dropout",
+               ("cifar100", "fc1000x3", "tanh", "dropout"): "table3/fc1000x3_tanh_dropout"}
 
 
 def paper_init(method: str, activation: str, model: str) -> str:

@@ -1,0 +1,164 @@
+"""The paper's campaign plans (dfa_cli/plans.py): which jobs, in which order, and the validation searches."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dfa_cli import plans
+from dfa_cli.plans import SEARCHES, campaign_jobs, table1_jobs, table2_jobs
+
+from conftest import REPO, compose_config
+
+DFA_SEARCH = SEARCHES["dropout-search"]
+T1_SEARCHES = len(DFA_SEARCH.candidates) + len(SEARCHES["fa-dropout-search"].candidates)
+
+
+def test_table1_plan_orders_seed_0_of_every_cell_first_cheapest_first():
+    jobs = table1_jobs([0, 1, 2, 3, 4])
+    names = [j.name for j in jobs]
+    first_pass = 28 + 2 + len(DFA_SEARCH.candidates)       # 30 cells (100x240 BP/FA bounded) + the search
+    assert [j.seeds[0] for j in jobs[:first_pass]] == [0] * first_pass
+    assert {j.stage for j in jobs[:first_pass]} == {0}
+    costs = [j.cost for j in jobs[:first_pass]]
+    assert costs == sorted(costs)
+    assert all(n.startswith("mnist-validation/") for n in names[:len(DFA_SEARCH.candidates)])   # it gates a row
+    assert names[len(DFA_SEARCH.candidates)].startswith("mnist/fc800x1_tanh_")
+    assert names[first_pass - 1] == "mnist/fc240x100_tanh_dfa_s0"
+    fa_search = jobs[first_pass:first_pass + len(SEARCHES["fa-dropout-search"].candidates)]
+    assert all(j.name.startswith("mnist-validation/fc800x2_tanh_dropout_") and j.name.endswith("_fa_s0")
+               and "method=fa" in j.overrides for j in fa_search)
+    rest = jobs[first_pass + len(fa_search):]
+    assert {j.seeds[0] for j in rest[:2 * 28]} == {1, 2} and {j.seeds[0] for j in rest[2 * 28:]} == {3, 4}
+    deep_bp = next(j for j in jobs if j.name == "mnist/fc240x100_tanh_bp_s0")
+    assert "trainer.max_epochs=30" in deep_bp.overrides
+    assert not any(j.name.startswith("mnist/fc240x100_tanh_bp_s1") for j in jobs)   # one seed only
+    search = [j for j in jobs if j.name.startswith("mnist-validation/")]
+    assert len(search) == T1_SEARCHES and all("data.split=validation" in j.overrides for j in search)
+
+
+def test_table2_plan_mlp_cells_and_search_first_then_the_dropout_and_conv_rows():
+    jobs = table2_jobs([0, 1, 2])
+    names = [j.name for j in jobs]
+    assert len(set(names)) == len(names)
+    phase1 = [j for j in jobs if j.stage == 1]
+    assert {j.name.split("/")[1].rsplit("_", 2)[0] for j in phase1 if j.name.startswith("cifar10/")} == {
+        "fc1000x1_tanh", "fc1000x3_tanh"}
+    assert sum(j.name.startswith("cifar10-validation/fc1000x3_tanh_dropout_") for j in phase1) == \
+        len(SEARCHES["cifar10-dropout-search"].candidates)
+    phase2 = {j.name for j in jobs if j.stage == 2}
+    assert phase2 == {f"cifar10/{row}_{m}_s0" for row in ("fc1000x3_tanh_dropout", "conv_tanh")
+                      for m in ("bp", "fa", "dfa")}
+    conv = [j for j in jobs if "conv_tanh" in j.name]
+    assert len(conv) == 3 and all(f"trainer.max_epochs={plans.CONV_BOUNDED_EPOCHS}" in j.overrides for j in conv)
+    assert [j.stage for j in jobs] == sorted(j.stage for j in jobs)
+    seeds12 = [j for j in jobs if j.seeds[0] in (1, 2)]
+    assert len(seeds12) == 2 * 9 and {j.stage for j in seeds12} == {4}       # the MLP rows only
+    on_gpu = table2_jobs([0, 1, 2, 3, 4], stacked=True)
+    conv_gpu = [j for j in on_gpu if "conv_tanh" in j.name]
+    assert conv_gpu and not any("trainer.max_epochs" in o for j in conv_gpu for o in j.overrides)
+    assert {j.seeds for j in conv_gpu} == {(0,), (1, 2), (3, 4)}
+
+
+def test_one_campaign_runs_table2_before_table1s_later_seeds():
+    jobs = campaign_jobs(["table1", "table2", "figures"], [0, 1, 2])
+    stages = [j.stage for j in jobs]
+    assert stages == sorted(stages)
+    first_t1_seed1 = next(i for i, j in enumerate(jobs) if j.name.startswith("mnist/") and j.seeds == (1,))
+    assert all(j.stage <= 2 for j in jobs[:first_t1_seed1])
+    assert {j.name for j in jobs if j.stage == 2} <= {j.name for j in jobs[:first_t1_seed1]}
+    figures = [j for j in jobs if j.name.startswith("mnist-figures/")]
+    assert len(figures) == 4 and {j.stage for j in figures} == {0}
+    names = [j.name for j in campaign_jobs(["table2", "cifar10-dropout-search"], [0])]
+    assert len(names) == len(set(names))                                   # a search named twice runs once
+
+
+def test_the_figure_runs_are_the_documented_commands():
+    jobs = {j.name: j for j in plans.figure_jobs()}
+    tsne = compose_config(*jobs["mnist-figures/fc400x3_tanh_tsne_dfa_s0"].overrides)
+    assert tsne.diagnostics.features and tsne.model.name == "fc400x3" and tsne.method.name == "dfa"
+    align = compose_config(*jobs["mnist-figures/fc800x3_tanh_alignment_fa_s0"].overrides)
+    assert align.diagnostics.alignment and align.model.name == "fc800x3" and align.trainer.max_epochs == 300
+
+
+@pytest.mark.parametrize("plan,preset", [("table1", "fc800x2_tanh_dropout"), ("table2", "fc1000x3_tanh_dropout")])
+def test_the_dropout_row_waits_until_its_preset_names_the_chosen_schedule(tmp_path, monkeypatch, plan, preset):
+    (tmp_path / plan).mkdir()
+    path = tmp_path / plan / f"{preset}.yaml"
+    path.write_text("# @package _global_\ndropout:\n  input: 0.1\ntrainer:\n  max_epochs: 300\n")
+    monkeypatch.setattr(plans, "PRESETS", tmp_path)
+    jobs = plans.PLANS[plan]([0])
+    dropout = [j for j in jobs if preset in j.name and "-validation/" not in j.name]
+    assert len(dropout) == 3 and all(j.waits_for and "validation" in j.waits_for for j in dropout)
+    assert not any(j.waits_for for j in jobs if preset not in j.name or "-validation/" in j.name)
+    path.write_text("# @package _global_\ntrainer:\n  lr_schedule: step\n")
+    assert all(j.waits_for is None for j in plans.PLANS[plan]([0]))
+
+
+def _curve(records, search, name, errors, done=True):
+    folder = records / search.folder(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.joinpath("metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": i + 1, "val_error": e, "train_error": e + 1}) + "\n" for i, e in enumerate(errors)))
+    if done:
+        folder.joinpath("summary.json").write_text(json.dumps({"stop_reason": "max_epochs"}))
+
+
+def test_search_summary_finds_each_candidates_best_window(tmp_path):
+    """The validation curve's best 5-epoch mean, by hand on a made-up curve."""
+    _curve(tmp_path, DFA_SEARCH, "step50", [5.0, 4.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 4.0], done=False)
+    rows = {r["candidate"]: r for r in DFA_SEARCH.summary(tmp_path)}   # best window: epochs 5..9, mean 1.0
+    step50 = rows["step50"]
+    assert step50["state"] == "running" and step50["epochs"] == 11
+    assert step50["best_window_val_error"] == pytest.approx(1.0) and step50["best_window_end_epoch"] == 9
+    assert step50["final_val_error"] == 4.0 and step50["best_single_val_error"] == 1.0
+    assert rows["constant"]["state"] == "not finished"
+
+
+def test_search_choice_takes_the_lowest_window_once_every_candidate_is_done(tmp_path):
+    """Nothing is chosen while a candidate runs; then the lowest best-window error wins, and training
+    time is where its window ends."""
+    for name in DFA_SEARCH.candidates:
+        _curve(tmp_path, DFA_SEARCH, name, [3.0] * 10, done=name != "step50")
+    _curve(tmp_path, DFA_SEARCH, "lr3e-4_step100", [3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 3.0, 3.0])
+    assert DFA_SEARCH.choice(DFA_SEARCH.summary(tmp_path)) is None       # step50 still running
+    _curve(tmp_path, DFA_SEARCH, "step50", [2.9] * 10)                    # flat: the earliest window wins the tie
+    choice = DFA_SEARCH.choice(DFA_SEARCH.summary(tmp_path))
+    assert choice["candidate"] == "lr3e-4_step100" and choice["best_window_end_epoch"] == 7
+    assert choice["settings"] == {"optim.lr": 3e-4, "trainer.lr_schedule": "step",
+                                  "trainer.lr_step_epochs": 100, "trainer.max_epochs": 7}
+    _curve(tmp_path, DFA_SEARCH, "lr3e-4_step100", [3.0] * 10)
+    choice = DFA_SEARCH.choice(DFA_SEARCH.summary(tmp_path))
+    assert choice["candidate"] == "step50"
+    assert choice["settings"] == {"optim.lr": 1e-4, "trainer.lr_schedule": "step", "trainer.lr_step_epochs": 50,
+                                  "trainer.max_epochs": 5}
+
+
+@pytest.mark.parametrize("key", list(SEARCHES))
+def test_search_candidates_pin_the_protocol_defaults_whatever_the_preset_chose(key):
+    """Rerun after the preset names its choice, the candidates must still train what they name."""
+    search = SEARCHES[key]
+    for name, job in zip(search.candidates, search.jobs()):
+        cfg = compose_config(*job.overrides)
+        want = search.settings(name)
+        assert cfg.optim.lr == float(want["optim.lr"]) and cfg.trainer.lr_schedule == want["trainer.lr_schedule"]
+        assert cfg.trainer.max_epochs == int(want["trainer.max_epochs"])
+        assert cfg.data.split == "validation" and cfg.method.name == search.method
+        assert cfg.data.name == search.data and cfg.dropout.name == "paper"
+    fast = compose_config(*SEARCHES["dropout-search"].jobs()[-1].overrides)
+    assert (fast.optim.lr, fast.trainer.lr_schedule, fast.trainer.lr_step_epochs) == (3e-4, "step", 100)
+
+
+def test_reproduce_status_and_summary_run_without_training(tmp_path):
+    cmd = [sys.executable, str(REPO / "scripts" / "reproduce.py")]
+    env_state = ["--state", str(tmp_path / "state"), "--records", str(tmp_path / "records")]
+    out = subprocess.run(cmd + ["all", "--status", "--seeds", "0", *env_state], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "cifar10/conv_tanh_dfa_s0" in out.stdout and "mnist-figures/" in out.stdout
+    assert "0/" in out.stdout.splitlines()[-1]
+    out = subprocess.run(cmd + ["table2", "--summary", *env_state], capture_output=True, text=True, timeout=120)
+    summary = json.loads(out.stdout)
+    assert list(summary) == ["cifar10-dropout-search"] and summary["cifar10-dropout-search"]["choice"] is None
