@@ -50,6 +50,20 @@ def conv_map_shapes(input_shape: Sequence[int], channels: Sequence[int], kernel:
     return shapes
 
 
+class ChannelsLastGrad(torch.autograd.Function):
+    """Identity whose backward hands on its gradient in channels-last layout. The gradient of a
+    pooled map comes back from the flat feedback points in NCHW order; converted here, on the
+    pooled map, pooling's and the convolution's backward passes need no copies of the larger map."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
 class ConvNet(ReplicatedNet):
     """The paper's conv net: blocks conv → f → dropout → max-pool, then FC layers → ``n_out``.
 
@@ -173,6 +187,10 @@ class ConvNet(ReplicatedNet):
         c, hh, ww = self.input_shape
         n = x.shape[1]
         h = x.reshape(g, n, c, hh, ww).transpose(0, 1).reshape(n, g * c, hh, ww)
+        layout = (lambda t: t)
+        if x.device.type == "cpu":   # oneDNN's pooling (and first convolution) are several times faster so
+            h = h.contiguous(memory_format=torch.channels_last)   # (measured: scripts/bench_conv.py)
+            layout = ChannelsLastGrad.apply
         taps = []
         for i, (w, bias) in enumerate(zip(self.conv_weights, self.conv_biases)):
             w, bias = w[a:b].flatten(0, 1), bias[a:b].flatten()
@@ -182,10 +200,11 @@ class ConvNet(ReplicatedNet):
                 pre = Conv2dFA.apply(inp, w, bias, kernels, self.padding, g)
             else:
                 pre = F.conv2d(inp, w, bias, padding=self.padding, groups=g)
-            h = f(pre)
             if train and self.dropout_conv[i] > 0:
-                h = h * dropout_mask(h, self.dropout_conv[i])
-            h = F.max_pool2d(h, self.pool, self.pool_stride)
+                h = f(pre)
+                h = layout(F.max_pool2d(h * dropout_mask(h, self.dropout_conv[i]), self.pool, self.pool_stride))
+            else:   # f is monotone, so pool(f(a)) = f(pool(a)): f and f′ on a quarter of the values
+                h = f(layout(F.max_pool2d(pre, self.pool, self.pool_stride)))
             if cut:
                 taps.append(self._per_replica(h, g))
         return taps, self._per_replica(h, g)

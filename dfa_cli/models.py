@@ -67,8 +67,9 @@ def zero_start(layers: Sequence[tuple[nn.Parameter, nn.Parameter]], init: str, r
 
 
 def dropout_mask(h: torch.Tensor, p: float) -> torch.Tensor:
-    """Inverted-dropout mask (kept units scaled by 1/(1-p)); it multiplies activation and feedback."""
-    return (torch.rand_like(h) >= p).to(h.dtype) / (1 - p)
+    """Inverted-dropout mask (kept units scaled by 1/(1-p)); it multiplies activation and feedback.
+    Drawn in logical (NCHW) order whatever ``h``'s memory layout, so a seed gives the same masks."""
+    return (torch.rand(h.shape, dtype=h.dtype, device=h.device) >= p).to(h.dtype) / (1 - p)
 
 
 class ReplicatedNet(nn.Module):
