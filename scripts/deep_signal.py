@@ -12,8 +12,8 @@ code does) and the paper's loss (BCE):
 - |δa|: the norm of the error signal the rule delivers to the layer (0: none arrives).
 
 This is why the campaign runs the 100x240 row's BP and FA cells, which the paper leaves blank, for
-a bounded number of epochs only (README, "Reproduction"). Reads the data from ``--root``, else
-``$DFA_DATA_DIR``, as dfa-run does.
+a bounded number of epochs only (docs/reproduction.md, "Why the 100x240 row's BP and FA cells are
+bounded"). Reads the data from ``--root``, else ``$DFA_DATA_DIR``, as dfa-run does.
 """
 from __future__ import annotations
 

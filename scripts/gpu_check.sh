@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call that checks the GPU paths and measures them (see README "Speed"). On the lent
+# One device call that checks the GPU paths and measures them (see docs/speed.md). On the lent
 # GPU machine, after ../shared/device/stage and `bash .device/remote setup`, run it as
 #   bash ~/dfa/remote run bash scripts/gpu_check.sh
 # It writes into $OUT (default ./gpu-check): the GPU tests' log, the benchmark's table and JSON,

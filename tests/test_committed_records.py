@@ -1,5 +1,6 @@
 """The campaign's committed records (results/paper) stay readable as the code changes, every one of
-them fills the cell it was run for, and the README's generated Table 1 is the one they give."""
+them fills the cell it was run for, and the generated blocks (README.md's Table 1, docs/reproduction.md's
+details) are the ones they give."""
 from __future__ import annotations
 
 import json
@@ -36,10 +37,27 @@ def test_no_checkpoint_is_committed():
 
 def test_the_readme_table_is_the_one_the_records_give():
     module = load_script("reproduction")
-    readme = (REPO / "README.md").read_text()
-    block = readme.split(module.START, 1)[1].split(module.END, 1)[0]
-    assert module.table_markdown([RECORDS / "mnist"], "mnist") in block, \
-        "README's Reproduction block is stale: run python scripts/reproduction.py"
+    front = next(b for b in module.BLOCKS if b.name == "table1")
+    assert front.page == REPO / "README.md"
+    assert module.table_markdown([RECORDS / "mnist"], "mnist", parts=("cells",)) in module.current(front), \
+        "README's Table 1 block is stale: run python scripts/reproduction.py"
+
+
+def test_every_generated_block_is_the_one_the_records_give():
+    module = load_script("reproduction")
+    assert {b.page for b in module.BLOCKS} == {REPO / "README.md", REPO / "docs" / "reproduction.md"}
+    assert module.stale_blocks(RECORDS) == [], "a generated block is stale: run python scripts/reproduction.py"
+
+
+def test_a_stale_block_is_caught(tmp_path):
+    """--check's comparison: a block as generated passes, the same block with one number changed does not."""
+    module = load_script("reproduction")
+    block = module.Block("table1-details", tmp_path / "page.md", module.table1_details_block)
+    text = module.generated(block, RECORDS, module.committed_figures())
+    for body in (text, text.replace("n=1", "n=2", 1)):
+        block.page.write_text(f"# Page\n\n{module.start_marker(block.name)}{body}{module.end_marker(block.name)}\n")
+        module.BLOCKS = [block]
+        assert module.stale_blocks(RECORDS) == ([] if body == text else ["table1-details"])
 
 
 @pytest.mark.parametrize("search", ["dropout-search", "cifar10-dropout-search"])
@@ -60,21 +78,21 @@ def test_the_dropout_preset_carries_the_committed_search_choice(search):
         assert node == value, f"the dropout preset sets {dotted}={node}, the search chose {value}"
 
 
-def test_every_figure_the_readme_links_is_committed_and_every_committed_one_is_linked():
+def test_every_figure_the_blocks_link_is_committed_and_every_committed_one_is_linked():
     import re
     module = load_script("reproduction")
-    block = (REPO / "README.md").read_text().split(module.START, 1)[1].split(module.END, 1)[0]
-    linked = set(re.findall(r"\((docs/reproduction/[^)]+\.png)\)", block))
+    linked = {(b.page.parent / target).resolve().relative_to(REPO).as_posix()
+              for b in module.BLOCKS for target in re.findall(r"\(([^)]+\.png)\)", module.current(b))}
     committed = {p.relative_to(REPO).as_posix() for p in (REPO / "docs" / "reproduction").glob("*.png")}
     assert linked == committed and linked
 
 
-def test_every_flagged_cell_has_its_paragraph_under_where_we_differ():
+def test_every_flagged_cell_has_its_paragraph_in_docs_differences():
     module = load_script("reproduction")
-    readme = (REPO / "README.md").read_text()
-    assert not module.missing_paragraphs(readme, RECORDS), "a ⚑ cell has no paragraph under 'Where we differ'"
+    page = module.DIFFERENCES_PAGE.read_text()
+    assert not module.missing_paragraphs(page, RECORDS), f"a ⚑ cell has no paragraph under {module.DIFFER!r}"
     flagged = [c["heading"] for c in module.flagged_cells(RECORDS)]
-    without = readme.replace(module.DIFFER, "### Elsewhere")
+    without = page.replace(module.DIFFER, "## Elsewhere")
     assert module.missing_paragraphs(without, RECORDS) == flagged
 
 

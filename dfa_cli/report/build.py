@@ -1,7 +1,7 @@
 """The pipeline: record folders → runs (collect) → cells and statistics (cells) → views.
 
 :func:`table_markdown` is the short way from record paths to one table as Markdown (the README's
-"Reproduction" section is generated with it).
+and docs/reproduction.md's generated blocks are made with it).
 """
 from __future__ import annotations
 
@@ -114,11 +114,14 @@ def build_report(collected: Collected, options: Options, paper: pd.DataFrame | N
     return Report(views, notes, runs_view(_label_runs(runs, paper), digits))
 
 
-def table_markdown(paths, table: str = "mnist", digits: int = 2, metric: str = "test_error") -> str:
+def table_markdown(paths, table: str = "mnist", digits: int = 2, metric: str = "test_error",
+                   parts: tuple[str, ...] = ("cells", "paired")) -> str:
     """One paper table as Markdown from the records under ``paths``: ours beside the paper, n per cell,
-    the legend and footnotes; the paired differences vs BP below it when there are matched seeds."""
+    the legend and footnotes (part ``cells``); the paired differences vs BP below it when there are
+    matched seeds (part ``paired``). ``parts`` picks either or both, so the two can go to different pages."""
     from .render import to_markdown
     report = build_report(collect([Path(p) for p in paths]),
                           Options(tables=[table], digits=digits, metric=metric))
     key = TABLES[table][0]
-    return "\n".join(to_markdown(v, heading="###") for v in report.views if v.key in (key, f"{key}_paired"))
+    keys = [{"cells": key, "paired": f"{key}_paired"}[part] for part in parts]
+    return "\n".join(to_markdown(v, heading="###") for k in keys for v in report.views if v.key == k)
