@@ -4,7 +4,7 @@ A *plan* is an ordered list of jobs (a table cell and a seed, with the overrides
 ``run_campaign`` works through it with ``jobs`` parallel ``dfa-run`` processes:
 
 - finished records are copied into ``records`` (one folder per job: summary.json, metrics.jsonl,
-  .hydra/; never checkpoints); a job whose record is there is done and never rerun;
+  .hydra/, features.npz where the run saved one; never checkpoints); a job whose record is there is done and never rerun;
 - every run trains in ``state/runs/<job>`` (outside the work tree), so a later invocation resumes
   an unfinished one from its checkpoint; on a new machine, with no state, it starts over;
 - a run whose checkpoint was made under a different config (the preset changed) is set aside and
@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import yaml
 
+from .features import FEATURES
 from .records import METRICS, SUMMARY
 
 SEED_STAGES = ((0,), (1, 2), (3, 4))
@@ -114,6 +115,8 @@ class Campaign:
             tmp.mkdir(parents=True)
             shutil.copytree(src / ".hydra", tmp / ".hydra")
             shutil.copy2(src / METRICS, tmp / METRICS)
+            if (src / FEATURES).is_file():   # the t-SNE runs' hidden features: part of their record
+                shutil.copy2(src / FEATURES, tmp / FEATURES)
             shutil.copy2(src / SUMMARY, tmp / SUMMARY)   # last: a folder with a summary is complete
             shutil.rmtree(dst, ignore_errors=True)
             tmp.rename(dst)

@@ -150,3 +150,15 @@ def test_a_job_too_long_to_run_alone_at_the_end_of_its_stage_starts_early(tmp_pa
     assert Campaign([], tmp_path, tmp_path, parallel=1)._next(queue(1, 10)) == 0
     three = Campaign([], tmp_path, tmp_path, parallel=3)
     assert three._next(queue(4, 4, 4, 5)) == 0 and three._next(queue(4, 4, 4, 6)) == 3   # rest / 2 slots
+
+
+def test_a_runs_hidden_features_travel_with_its_record(fake_mnist, tmp_path):
+    """The t-SNE runs' features.npz is part of their record (the figure is drawn from it)."""
+    base = tiny_jobs(fake_mnist, epochs=1)[0]
+    job = Job("mnist-figures/t_dfa_s0", base.overrides + ["diagnostics.features=true",
+                                                          "diagnostics.feature_examples=20"], (0,))
+    records = tmp_path / "records"
+    assert Campaign([job], records, tmp_path / "state", out=io.StringIO()).run() == 0
+    folder = records / job.name
+    assert sorted(p.name for p in folder.iterdir()) == [".hydra", "features.npz", "metrics.jsonl", "summary.json"]
+    assert json.loads((folder / "summary.json").read_text())["features"]
