@@ -9,11 +9,12 @@ records in results/paper.
 
 Each block is one :class:`Block`: a name (its markers ``<!-- reproduction:start NAME … -->`` and
 ``<!-- reproduction:end NAME -->``), the page that holds it, and the function that writes its
-Markdown. The README's ``table1`` block holds how far the campaign is (cells with a record, machine
-hours, the machines), Table 1 as dfa-report makes it (ours beside the paper, n per cell) and the
-ours-vs-paper figure; docs/reproduction.md's ``table1-details`` block the paired differences vs BP,
-the dropout row's validation search and the links to each row's learning curves. Another table's
-blocks slot in as two more entries of BLOCKS. Everything in a block comes from the records; the
+Markdown. Per table (Table 1, MNIST; Table 2, CIFAR-10) the README's block holds how far the
+campaign is (cells with a record, machine hours, the machines), the table as dfa-report makes it
+(ours beside the paper, n per cell) and the ours-vs-paper figure; docs/reproduction.md's details
+block the paired differences vs BP, the dropout row's validation search and the links to each
+row's learning curves. The README's ``figures`` block shows the runs behind the paper's other
+evidence (t-SNE maps, alignment angles). Everything in a block comes from the records; the
 hand-written notes sit outside the markers.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import shutil
 import sys
 import tempfile
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -33,6 +35,8 @@ sys.path.insert(0, str(REPO))
 
 from dfa_cli.report.build import Options, build_report, table_markdown  # noqa: E402
 from dfa_cli.report.collect import collect  # noqa: E402
+from dfa_cli.campaign import preset_sets  # noqa: E402
+from dfa_cli.plans import PRESETS, SEARCHES  # noqa: E402
 from dfa_cli.report.spec import TABLES  # noqa: E402
 
 README = REPO / "README.md"
@@ -40,7 +44,19 @@ REPRODUCTION_PAGE = REPO / "docs" / "reproduction.md"
 DIFFERENCES_PAGE = REPO / "docs" / "differences.md"
 RECORDS = REPO / "results" / "paper"
 FIGURES = REPO / "docs" / "reproduction"
-CELLS = 28   # Table 1: 10 rows × 3 methods, less the two cells the paper leaves blank (100x240 BP, FA)
+FIGURE_RUNS = "mnist-figures"   # the t-SNE and alignment runs (dfa_cli.plans.figure_jobs)
+
+
+class Table(NamedTuple):
+    data: str          # the records' folder under results/paper, and dfa-report's --table
+    number: int        # the paper's table
+    search: str        # its dropout row's validation search (dfa_cli.plans.SEARCHES)
+    anchor: str        # where docs/reproduction.md says how the campaign runs it
+
+
+TABLE1 = Table("mnist", 1, "dropout-search", "#reproducing-the-tables-on-a-cpu")
+TABLE2 = Table("cifar10", 2, "cifar10-dropout-search", "#table-2-on-a-cpu")
+TABLES_SHOWN = (TABLE1, TABLE2)
 
 
 def start_marker(name: str) -> str:
@@ -55,65 +71,82 @@ def summaries(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*/summary.json"))]
 
 
-def progress(records: Path) -> str:
-    table = summaries(records / "mnist")
-    search = summaries(records / "mnist-validation")
-    everything = table + search
-    cells: dict[tuple, set[int]] = {}   # each paper cell's seeds (the bounded 100x240 BP/FA runs are no cell)
-    for s in table:
-        if not (s["model"] == "fc240x100" and s["method"] != "dfa"):
-            cells.setdefault((s["model"], s["activation"], s["variant"], s["method"]), set()).add(s["seed"])
-    by_n = Counter(len(seeds) for seeds in cells.values())
+def cells_frame(records: Path, table: Table):
+    report = build_report(collect([records / table.data]), Options(tables=[table.data]))
+    return next(v.frame for v in report.views if v.key == TABLES[table.data][0])
+
+
+def progress(records: Path, table: Table) -> str:
+    """How far the table is: its paper cells with a full-protocol record and their seeds, the
+    shortened ones (marked in the table), the machine hours and the machines."""
+    frame = cells_frame(records, table)
+    cells = frame[frame["paper_mean"].notna() & (frame["n"] > 0)]
+    full, short = cells[~cells["shortened"]], cells[cells["shortened"]]
+    by_n = Counter(int(n) for n in full["n"])
     per_cell = ", ".join(f"{n} in {count} cell{'s' * (count > 1)}" for n, count in sorted(by_n.items(), reverse=True))
+    records_of = summaries(records / table.data)
+    search = summaries(records / f"{table.data}-validation")
+    everything = records_of + search
     hours = sum(s.get("wall_seconds") or 0 for s in everything) / 3600
     machines = sorted({f"{s.get('device_name', '?')} ({s.get('device', '?')}, {s.get('threads', '?')} thread(s))"
                        for s in everything})
     dates = sorted(s.get("finished_at", "")[:10] for s in everything if s.get("finished_at"))
     span = ("—" if not dates else f"on {dates[0]}" if dates[0] == dates[-1] else f"between {dates[0]} and {dates[-1]}")
-    return (f"**{len(cells)} of Table 1's {CELLS} paper cells** have a full-protocol record (seeds per cell: "
-            f"{per_cell or '—'}; {len(table)} table records and {len(search)} validation-search "
-            f"records), {hours:.1f} machine hours in all, finished {span}; machine: {'; '.join(machines) or '—'}.")
+    shortened = (f"; {len(short)} more with shortened runs only, marked in the table" if len(short) else "")
+    n_paper = int(frame["paper_mean"].notna().sum())
+    return (f"**{len(full)} of Table {table.number}'s {n_paper} paper cells** have a full-protocol record "
+            f"(seeds per cell: {per_cell or '—'}){shortened}; {len(records_of)} table records and "
+            f"{len(search)} validation-search records, {hours:.1f} machine hours in all, finished {span}; "
+            f"machine: {'; '.join(machines) or '—'}.")
 
 
-def search_table(records: Path) -> str:
-    sys.path.insert(0, str(REPO / "scripts"))
-    from reproduce import DROPOUT_ROW, SEARCH, SEARCH_WINDOW, search_choice, search_summary
-    rows = search_summary(records)
+def search_table(records: Path, name: str, heading: str) -> str:
+    search = SEARCHES[name]
+    rows = search.summary(records)
     if not any(r["state"] != "not finished" for r in rows):
         return ""
-    lines = ["### The dropout row's validation search", "",
-             "DFA, 2x800 tanh + dropout, seed 0, trained on MNIST's first 50k, evaluated on the last 10k "
-             "(`python scripts/reproduce.py dropout-search --summary`):", "",
+    size = {"mnist": "MNIST's first 50k", "cifar10": "CIFAR-10's first 40k"}[search.data]
+    lines = [heading, "", f"{search.method.upper()}, {_row_name(search.row)}, seed 0, trained on {size}, evaluated on the last 10k "
+             f"(`python scripts/reproduce.py {name} --summary`):", "",
              "| candidate | overrides | state | epochs | final val. error % | best "
-             f"{SEARCH_WINDOW}-epoch mean val. error % (ending at epoch) | final online train error % |",
+             f"{search.window}-epoch mean val. error % (ending at epoch) | final online train error % |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        extra = " ".join(SEARCH[r["candidate"]]) or "(constant LR)"
+        extra = " ".join(search.candidates[r["candidate"]]) or "(constant LR)"
         if r["state"] == "not finished":
             lines.append(f"| {r['candidate']} | `{extra}` | not finished | | | | |")
             continue
         lines.append(f"| {r['candidate']} | `{extra}` | {r['state']}{' (' + r['stop'] + ')' if r['stop'] else ''} | "
                      f"{r['epochs']} | {r['final_val_error']:.2f} | {r['best_window_val_error']:.2f} "
                      f"({r['best_window_end_epoch']}) | {r['final_train_error']:.2f} |")
-    choice = search_choice(rows)
+    choice = search.choice(rows)
     if choice is None:
         verdict = "The choice waits until every candidate has finished."
     else:
         settings = " ".join(f"{k}={v}" for k, v in choice["settings"].items())
-        verdict = (f"Chosen, by the lowest best {SEARCH_WINDOW}-epoch mean validation error: **{choice['candidate']}**, "
+        named = preset_sets(PRESETS / search.table / f"{search.row}.yaml", "trainer.lr_schedule")
+        verdict = (f"Chosen, by the lowest best {search.window}-epoch mean validation error: **{choice['candidate']}**, "
                    f"trained for {choice['best_window_end_epoch']} epochs (where that window ends); "
-                   f"the row's preset sets `{settings}`.")
-    return "\n".join(lines) + f"\n\n{verdict} (Row: `experiment=table1/{DROPOUT_ROW}`.)"
+                   f"the row's preset {'sets' if named else 'is to set (not yet done)'} `{settings}`.")
+    return "\n".join(lines) + f"\n\n{verdict} (Row: `experiment={search.table}/{search.row}`.)"
+
+
+def _row_name(preset: str) -> str:
+    """``fc800x2_tanh_dropout`` → ``2x800 tanh + dropout``."""
+    model, activation, *variant = preset.split("_")
+    width, depth = model[2:].split("x")
+    return f"{depth}x{width} {activation}" + "".join(f" + {v}" for v in variant)
 
 
 DIFFER = "## The flagged cells"   # the heading in docs/differences.md the paragraphs sit under
 
 
-def flagged_cells(records: Path) -> list[dict]:
-    """Table 1's ⚑ cells: row, method, ours vs the paper, and the records behind each."""
-    report = build_report(collect([records / "mnist"]), Options(tables=["mnist"]))
-    frame = next(v.frame for v in report.views if v.key == TABLES["mnist"][0])
-    return [{"heading": f"**{c.row}, {c.method.upper()}:", "ours": c.ours_mean, "paper": c.paper_mean,
+def flagged_cells(records: Path, table: Table = TABLE1) -> list[dict]:
+    """A table's ⚑ cells: row, method, ours vs the paper, and the records behind each. Their
+    paragraphs' headings name the row (Table 2's also the data set)."""
+    frame = cells_frame(records, table)
+    prefix = "" if table.number == 1 else "CIFAR-10, "
+    return [{"heading": f"**{prefix}{c.row}, {c.method.upper()}:", "ours": c.ours_mean, "paper": c.paper_mean,
              "paper_std": c.paper_std, "paths": list(c.paths)} for c in frame[frame["flagged"]].itertuples()]
 
 
@@ -131,23 +164,29 @@ def run_facts(path: Path, last: int = 10) -> str:
 def missing_paragraphs(page: str, records: Path) -> list[str]:
     """The ⚑ cells with no paragraph (``**<row>, <METHOD>:``) under the ⚑ heading of docs/differences.md."""
     section = page.split(DIFFER, 1)[1].split("\n## ", 1)[0] if DIFFER in page else ""
-    return [c["heading"] for c in flagged_cells(records) if c["heading"] not in section]
+    return [c["heading"] for t in TABLES_SHOWN for c in flagged_cells(records, t) if c["heading"] not in section]
 
 
 def figures(records: Path, target: Path) -> list[Path]:
-    """Ours-vs-paper and each row's learning curves, drawn by dfa-report, copied into ``target``."""
+    """Drawn by dfa-report and copied into ``target``: per table ours-vs-paper and each row's
+    learning curves (Table 1 also the 100-layer net's), and the figure runs' t-SNE and alignment maps."""
     out = Path(tempfile.mkdtemp(prefix="dfa-reproduction-"))
     import contextlib
     import io
     from dfa_cli.report.cli import main as report_main
-    with contextlib.redirect_stdout(io.StringIO()):
-        try:
-            report_main([str(records / "mnist"), "--table", "mnist", "--out", str(out)])
-        except SystemExit:   # (3: a figure could not be drawn; the others are there)
-            pass
-    keep = sorted((out / "figures").glob("ours-vs-paper_table1*.png")) + \
-        sorted((out / "figures").glob("learning-curves_table1*.png")) + \
-        sorted((out / "figures").glob("depth_table1*.png"))
+    keep = []
+    jobs = [([records / t.data], ["--table", t.data], [f"ours-vs-paper_table{t.number}", f"learning-curves_table{t.number}",
+                                                      f"depth_table{t.number}"]) for t in TABLES_SHOWN]
+    jobs.append(([records / FIGURE_RUNS], [], ["tsne_", "alignment_"]))
+    for i, (paths, options, prefixes) in enumerate(jobs):
+        if not any(p.is_dir() for p in paths):
+            continue
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                report_main([*map(str, paths), *options, "--out", str(out / str(i))])
+            except SystemExit:   # (3: a figure could not be drawn; the others are there)
+                pass
+        keep += sorted(f for f in (out / str(i) / "figures").glob("*.png") if f.name.startswith(tuple(prefixes)))
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     copied = []
@@ -167,32 +206,52 @@ def of_kind(figure_files: list[Path], prefix: str) -> list[Path]:
     return [f for f in figure_files if f.name.startswith(prefix)]
 
 
-def table1_block(records: Path, figure_files: list[Path], page: Path) -> str:
-    """The front page's: the campaign's progress, Table 1 ours beside the paper, the ours-vs-paper figure."""
-    campaign = link(REPRODUCTION_PAGE, page) + "#reproducing-table-1-on-a-cpu"
-    parts = ["The campaign: `python scripts/reproduce.py table1` (two single-thread jobs on a 2-core CPU, "
-             f"resumable; see [Reproducing Table 1 on a CPU]({campaign})); this block: "
+def table_block(table: Table, records: Path, figure_files: list[Path], page: Path) -> str:
+    """The front page's: the campaign's progress, the table ours beside the paper, the ours-vs-paper figure."""
+    campaign = link(REPRODUCTION_PAGE, page) + table.anchor
+    parts = ["The campaign: `python scripts/reproduce.py all` (one runner for both tables, two single-thread "
+             f"jobs on a 2-core CPU, resumable; see [how it runs]({campaign})); this block: "
              "`python scripts/reproduction.py`.",
-             "", progress(records), "", table_markdown([records / "mnist"], "mnist", parts=("cells",)), ""]
-    for f in of_kind(figure_files, "ours-vs-paper_table1"):
-        parts += [f"![Table 1, ours beside the paper]({link(f, page)})", ""]
+             "", progress(records, table), "", table_markdown([records / table.data], table.data, parts=("cells",)), ""]
+    for f in of_kind(figure_files, f"ours-vs-paper_table{table.number}"):
+        parts += [f"![Table {table.number}, ours beside the paper]({link(f, page)})", ""]
     return "\n".join(parts)
 
 
-def table1_details_block(records: Path, figure_files: list[Path], page: Path) -> str:
+def details_block(table: Table, records: Path, figure_files: list[Path], page: Path) -> str:
     """docs/reproduction.md's: the paired differences vs BP, the dropout row's search, the curves' links."""
-    parts = [table_markdown([records / "mnist"], "mnist", parts=("paired",)), ""]
-    search = search_table(records)
+    parts = [table_markdown([records / table.data], table.data, parts=("paired",)), ""]
+    heading = "### The dropout row's validation search" if table.number == 1 else \
+        f"### Table {table.number}: the dropout row's validation search"
+    search = search_table(records, table.search, heading)
     if search:
         parts += [search, ""]
-    rows = of_kind(figure_files, "learning-curves_table1")
+    if table.number == 1:
+        extra = search_table(records, "fa-dropout-search", "### The dropout row's validation search for FA")
+        if extra:
+            parts += [extra, ""]
+    rows = of_kind(figure_files, f"learning-curves_table{table.number}")
     if rows:
         parts += ["Learning curves per row: " + " · ".join(
             f"[{f.stem.split('_')[-1]}]({link(f, page)})" for f in rows), ""]
-    depth = of_kind(figure_files, "depth_table1")
+    depth = of_kind(figure_files, f"depth_table{table.number}")
     if depth:
         parts += ["The 100-layer net, every method's test and training error over its epochs: " + " · ".join(
             f"[{f.stem.split('_')[-1]}]({link(f, page)})" for f in depth), ""]
+    return "\n".join(parts)
+
+
+def figures_block(records: Path, figure_files: list[Path], page: Path) -> str:
+    """The front page's: the figure runs' t-SNE maps and alignment angles."""
+    runs = summaries(records / FIGURE_RUNS)
+    if not runs:
+        return "The runs behind these figures have not finished yet (`python scripts/reproduce.py figures`)."
+    listed = ", ".join(f"{s['method'].upper()} {s['model']} {s['test_error']:.2f} % after {s['epochs']} epochs "
+                       f"({s['stop_reason']})" for s in runs)
+    parts = [f"Runs (MNIST, the paper's protocol, seed 0; `results/paper/{FIGURE_RUNS}/`, "
+             f"`python scripts/reproduce.py figures`): {listed}.", ""]
+    for f in of_kind(figure_files, "tsne_") + of_kind(figure_files, "alignment_"):
+        parts += [f"![{f.stem}]({link(f, page)})", ""]
     return "\n".join(parts)
 
 
@@ -202,8 +261,11 @@ class Block(NamedTuple):
     body: Callable[[Path, list[Path], Path], str]      # (records, figure files, page) → Markdown
 
 
-BLOCKS = [Block("table1", README, table1_block),
-          Block("table1-details", REPRODUCTION_PAGE, table1_details_block)]
+BLOCKS = [Block("table1", README, partial(table_block, TABLE1)),
+          Block("table1-details", REPRODUCTION_PAGE, partial(details_block, TABLE1)),
+          Block("table2", README, partial(table_block, TABLE2)),
+          Block("table2-details", REPRODUCTION_PAGE, partial(details_block, TABLE2)),
+          Block("figures", README, figures_block)]
 
 
 def current(block: Block) -> str:
@@ -250,7 +312,7 @@ def main() -> None:
     args = p.parse_args()
     missing = missing_paragraphs(DIFFERENCES_PAGE.read_text(), args.records) if args.check or args.flagged else []
     if args.flagged:
-        for cell in flagged_cells(args.records):
+        for cell in (c for t in TABLES_SHOWN for c in flagged_cells(args.records, t)):
             print(f"{cell['heading'].strip('*:')}: ours {cell['ours']:.2f}, paper {cell['paper']:.2f} ± {cell['paper_std']:.2f}")
             print("\n".join(f"  {run_facts(Path(path))}" for path in cell["paths"]))
         print(f"no paragraph yet under {DIFFER!r} in docs/differences.md: {', '.join(missing)}" if missing

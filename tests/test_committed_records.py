@@ -4,6 +4,7 @@ details) are the ones they give."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_every_generated_block_is_the_one_the_records_give():
 def test_a_stale_block_is_caught(tmp_path):
     """--check's comparison: a block as generated passes, the same block with one number changed does not."""
     module = load_script("reproduction")
-    block = module.Block("table1-details", tmp_path / "page.md", module.table1_details_block)
+    block = module.Block("table1-details", tmp_path / "page.md", partial(module.details_block, module.TABLE1))
     text = module.generated(block, RECORDS, module.committed_figures())
     for body in (text, text.replace("n=1", "n=2", 1)):
         block.page.write_text(f"# Page\n\n{module.start_marker(block.name)}{body}{module.end_marker(block.name)}\n")
@@ -97,14 +98,21 @@ def test_every_flagged_cell_has_its_paragraph_in_docs_differences():
 
 
 def test_the_progress_line_counts_seeds_per_cell(tmp_path):
-    """Seed 1 of one cell does not make every cell look three seeds deep; the bounded 100x240 BP run is no cell."""
+    """Seed 1 of one cell does not make every cell look three seeds deep; the bounded 100x240 BP run
+    is no cell, and a shortened run of a cell with a paper value is counted apart, not as the protocol."""
+    import shutil
     module = load_script("reproduction")
-    base = {"model": "fc800x1", "activation": "tanh", "variant": "none", "wall_seconds": 1800}
-    runs = [{**base, "method": "dfa", "seed": s} for s in (0, 1, 2)] + [{**base, "method": "bp", "seed": 0},
-                                                                       {**base, "model": "fc240x100", "method": "bp", "seed": 0}]
-    for i, summary in enumerate(runs):
-        (tmp_path / "mnist" / str(i)).mkdir(parents=True)
-        (tmp_path / "mnist" / str(i) / "summary.json").write_text(json.dumps(summary))
-    line = module.progress(tmp_path)
-    assert line.startswith("**2 of Table 1's 28 paper cells**"), line
-    assert "seeds per cell: 3 in 1 cell, 1 in 1 cell; 5 table records" in line and "2.5 machine hours" in line, line
+    names = [f"fc800x1_tanh_dfa_s{s}" for s in (0, 1, 2)] + ["fc800x1_tanh_bp_s0", "fc240x100_tanh_bp_s0"]
+    for name in names:
+        shutil.copytree(RECORDS / "mnist" / name, tmp_path / "mnist" / name)
+    hours = sum(json.loads((tmp_path / "mnist" / n / "summary.json").read_text())["wall_seconds"] for n in names) / 3600
+    line = module.progress(tmp_path, module.TABLE1)
+    assert line.startswith("**2 of Table 1's 28 paper cells** have a full-protocol record"), line
+    assert "(seeds per cell: 3 in 1 cell, 1 in 1 cell); 5 table records" in line, line
+    assert f"{hours:.1f} machine hours" in line and "shortened" not in line, line
+    shortened = tmp_path / "mnist" / "fc800x1_tanh_fa_s0"
+    shutil.copytree(RECORDS / "mnist" / "fc800x1_tanh_fa_s0", shortened)
+    summary = json.loads((shortened / "summary.json").read_text())
+    (shortened / "summary.json").write_text(json.dumps({**summary, "max_epochs": 20}))
+    line = module.progress(tmp_path, module.TABLE1)
+    assert line.startswith("**2 of Table 1's 28 paper cells**") and "; 1 more with shortened runs only" in line, line
