@@ -220,6 +220,10 @@ def resolve_seeds(cfg: DictConfig) -> list[int]:
     """``seeds=[…]`` if given, else ``trainer.replicas`` consecutive seeds from ``seed``."""
     if cfg.get("seeds") is not None:
         seeds = list(cfg.seeds) if isinstance(cfg.seeds, ListConfig) else [cfg.seeds]
+        if cfg.trainer.replicas != 1:   # (it would be ignored without a word)
+            raise UserError(f"trainer.replicas={cfg.trainer.replicas} counts seeds up from seed=, but "
+                            f"seeds={seeds} names them; write seeds=null seed=… "
+                            f"trainer.replicas={cfg.trainer.replicas}, or seeds=[…] alone.")
     else:
         if not _is_int(cfg.seed):
             raise UserError(f"seed must be an integer, got {cfg.seed!r}.")

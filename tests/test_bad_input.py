@@ -38,6 +38,8 @@ from survive import ENV, one_thread, overrides, records
     ("trainer.batch_size=[64]", "trainer.batch_size must be a positive integer"),
     ("trainer.eval_batch_size=-1", "trainer.eval_batch_size must be a positive integer"),
     ("trainer.replicas=0", "trainer.replicas must be a positive integer"),
+    ("seeds=[0,1] trainer.replicas=3", "trainer.replicas=3 counts seeds up from seed=, but seeds=[0, 1] names"),
+    ("experiment=table1/fc800x1_tanh trainer.replicas=2", "write seeds=null seed=… trainer.replicas=2"),
     ("trainer.stop_train_error=low", "trainer.stop_train_error must be a number in [0, 100]"),
     ("trainer.stop_train_error=101", "trainer.stop_train_error must be a number in [0, 100]"),
     ("trainer.ema_decay=abc", "trainer.ema_decay must be a number in [0, 1)"),
