@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig
 
+from . import logger
 from .data import INPUT_SHAPES, PREPROCESS, SPLITS
 from .errors import UserError
 from .losses import LOSSES
@@ -140,6 +141,7 @@ def validate(cfg: DictConfig) -> None:
     _boolean("resume", cfg.get("resume", False), "true, false or resume=<run dir> on the command line")
     _optimizer_settings(cfg.optim)
     _validate_diagnostics(cfg)
+    logger.check(cfg.get("logger"))
     resolve_seeds(cfg)
 
 
