@@ -31,10 +31,11 @@ def fail(sentence: str) -> None:
 
 def prepare(argv: list[str]) -> list[str]:
     """The command line Hydra should see; exits with one sentence when it cannot run."""
-    if any(a in INFO_FLAGS for a in argv):
-        return argv
     try:
-        argv = expand_resume(explicit_seed_wins(argv))
+        argv = explicit_seed_wins(argv)   # (--cfg job too shows what would train)
+        if any(a in INFO_FLAGS for a in argv):
+            return argv
+        argv = expand_resume(argv)
     except UserError as err:
         fail(str(err))
     problem = check_writable(_output_root(argv)) or check_resume(argv)
@@ -90,11 +91,15 @@ def check_writable(root: Path) -> str | None:
 def _overrides(argv: list[str]) -> dict[str, str]:
     """``key → value`` of the command line's overrides (the last one of a key wins)."""
     out = {}
-    for arg in argv:
-        if "=" in arg and not arg.startswith("-"):
-            key, _, value = arg.partition("=")
-            out[key.lstrip("+~")] = value
+    for arg in _override_args(argv):
+        key, _, value = arg.partition("=")
+        out[key.lstrip("+~")] = value
     return out
+
+
+def _override_args(argv: list[str]) -> list[str]:
+    """The ``key=value`` arguments (not flags, nor a flag's value such as ``--cfg job``)."""
+    return [a for a in argv if "=" in a and not a.startswith("-")]
 
 
 def _is_multirun(argv: list[str]) -> bool:
@@ -112,7 +117,7 @@ def _parsed(argv: list[str]):
     """Hydra's reading of the command line's overrides, or None when Hydra will refuse them itself."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     try:
-        return OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+        return OverridesParser.create().parse_overrides(_override_args(argv))
     except Exception:
         return None
 
@@ -138,11 +143,17 @@ def explicit_seed_wins(argv: list[str]) -> list[str]:
             raise UserError(f"seed={given['seed']} and seeds={given['seeds']} both given, and seeds= would "
                             f"decide alone; write seeds=null seed={given['seed']} for that seed, or drop seed=.")
         return argv
-    argv = [*argv, "seeds=null"]
+    argv = _add_overrides(argv, "seeds=null")
     if (not _is_multirun(argv) and "hydra.mode" not in given
             and not any(o.is_sweep_override() for o in parsed) and _preset_sweep_is_pinned(argv, given)):
-        argv.append("hydra.mode=RUN")
+        argv = _add_overrides(argv, "hydra.mode=RUN")
     return argv
+
+
+def _add_overrides(argv: list[str], *extra: str) -> list[str]:
+    """``extra`` right after the last override (Hydra's parser takes none after a flag like --cfg job)."""
+    last = max(i for i, a in enumerate(argv) if a in _override_args(argv))
+    return [*argv[:last + 1], *extra, *argv[last + 1:]]
 
 
 def _preset_sweep_is_pinned(argv: list[str], given: dict[str, str]) -> bool:
@@ -151,7 +162,7 @@ def _preset_sweep_is_pinned(argv: list[str], given: dict[str, str]) -> bool:
     from hydra import compose
     try:
         with _initialized():
-            hydra_cfg = compose(config_name="config", overrides=[a for a in argv if not a.startswith("-")],
+            hydra_cfg = compose(config_name="config", overrides=_override_args(argv),
                                 return_hydra_config=True).hydra
     except Exception:
         return False   # Hydra reports the problem itself when it composes

@@ -235,3 +235,10 @@ def test_the_campaigns_command_form_still_trains_its_one_seed(fake_mnist, tmp_pa
     assert json.loads((run / "summary.json").read_text())["seed"] == 2
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
     assert overrides.count("seeds=null") == 1 and "hydra.mode=RUN" not in overrides
+
+
+def test_cfg_job_shows_the_seed_that_would_train():
+    out = run_cli("run", PRESET, "method=dfa", "seed=1", "--cfg", "job")
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout)
+    assert (config["seed"], config["seeds"]) == (1, None)
