@@ -29,10 +29,11 @@ from .records import METRICS, SUMMARY, atomic_write_bytes, disk_error, truncate_
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 
-# Keys that may differ between the run and its resumption: paths, display and speed settings that
-# change the numbers by float rounding at most (thread count, the fused optimizer), not the protocol.
+# Keys that may differ between the run and its resumption: paths, display settings (the progress
+# bar, the logger that also shows the rows) and speed settings that change the numbers by float
+# rounding at most (thread count, the fused optimizer), not the protocol.
 MAY_DIFFER = ("resume", "results_dir", "data.root", "data.download", "data.cache_dir", "trainer.progress",
-              "trainer.checkpoint_every", "trainer.threads", "optim.fused", "trainer.fast_step")
+              "trainer.checkpoint_every", "trainer.threads", "optim.fused", "trainer.fast_step", "logger")
 
 
 def save(path: Path, state: dict) -> None:

@@ -1,8 +1,9 @@
 """The ``dfa-run`` command line around Hydra: what happens before it composes and after it fails.
 
-Before: ``resume=<dir>`` becomes the run's own command, and a results folder that cannot take
-records or a command that would write over a run's records is refused in one sentence. After:
-Hydra's multi-line composition errors become one sentence.
+Before: an explicit ``seed=`` wins over a preset's ``seeds`` list, ``resume=<dir>`` becomes the
+run's own command, and a results folder that cannot take records or a command that would write
+over a run's records is refused in one sentence. After: Hydra's multi-line composition errors
+become one sentence.
 """
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ def fail(sentence: str) -> None:
 
 def prepare(argv: list[str]) -> list[str]:
     """The command line Hydra should see; exits with one sentence when it cannot run."""
-    if any(a in INFO_FLAGS for a in argv):
-        return argv
     try:
+        argv = explicit_seed_wins(argv)   # (--cfg job too shows what would train)
+        if any(a in INFO_FLAGS for a in argv):
+            return argv
         argv = expand_resume(argv)
     except UserError as err:
         fail(str(err))
@@ -89,11 +91,15 @@ def check_writable(root: Path) -> str | None:
 def _overrides(argv: list[str]) -> dict[str, str]:
     """``key → value`` of the command line's overrides (the last one of a key wins)."""
     out = {}
-    for arg in argv:
-        if "=" in arg and not arg.startswith("-"):
-            key, _, value = arg.partition("=")
-            out[key.lstrip("+~")] = value
+    for arg in _override_args(argv):
+        key, _, value = arg.partition("=")
+        out[key.lstrip("+~")] = value
     return out
+
+
+def _override_args(argv: list[str]) -> list[str]:
+    """The ``key=value`` arguments (not flags, nor a flag's value such as ``--cfg job``)."""
+    return [a for a in argv if "=" in a and not a.startswith("-")]
 
 
 def _is_multirun(argv: list[str]) -> bool:
@@ -105,6 +111,77 @@ def _quote(value: str) -> str:
     if re.fullmatch(r"[\w/.\-:~]+", value):
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _parsed(argv: list[str]):
+    """Hydra's reading of the command line's overrides, or None when Hydra will refuse them itself."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    try:
+        return OverridesParser.create().parse_overrides(_override_args(argv))
+    except Exception:
+        return None
+
+
+def explicit_seed_wins(argv: list[str]) -> list[str]:
+    """``seed=`` typed on the command line beats the ``seeds`` list a preset sets.
+
+    Without it ``experiment=table1/fc800x1_tanh method=dfa seed=1`` would train the preset's five
+    stacked seeds; with it, ``seeds=null`` is added, and when nothing is left for the preset's
+    sweep to vary (and no ``-m``), ``hydra.mode=RUN``: one ordinary run of that seed. A ``seed=``
+    beside a ``seeds=[…]`` of the command line's own is refused. ``resume=<dir>`` replays its run's
+    saved command as it was.
+    """
+    given = _overrides(argv)
+    if "seed" not in given or given.get("resume", "false").lower() not in ("true", "false"):
+        return argv
+    parsed = _parsed(argv)
+    if parsed is None:
+        return argv
+    seeds = [o for o in parsed if o.key_or_group == "seeds"]
+    if seeds:
+        if seeds[-1].is_sweep_override() or seeds[-1].value() is not None:
+            raise UserError(f"seed={given['seed']} and seeds={given['seeds']} both given, and seeds= would "
+                            f"decide alone; write seeds=null seed={given['seed']} for that seed, or drop seed=.")
+        return argv
+    argv = _add_overrides(argv, "seeds=null")
+    if (not _is_multirun(argv) and "hydra.mode" not in given
+            and not any(o.is_sweep_override() for o in parsed) and _preset_sweep_is_pinned(argv, given)):
+        argv = _add_overrides(argv, "hydra.mode=RUN")
+    return argv
+
+
+def _add_overrides(argv: list[str], *extra: str) -> list[str]:
+    """``extra`` right after the last override (Hydra's parser takes none after a flag like --cfg job)."""
+    last = max(i for i, a in enumerate(argv) if a in _override_args(argv))
+    return [*argv[:last + 1], *extra, *argv[last + 1:]]
+
+
+def _preset_sweep_is_pinned(argv: list[str], given: dict[str, str]) -> bool:
+    """True when the config sets ``hydra.mode: MULTIRUN`` (a preset) and the command line gives every
+    key its sweep varies a single value, so that the 'sweep' would be one job."""
+    from hydra import compose
+    try:
+        with _initialized():
+            hydra_cfg = compose(config_name="config", overrides=_override_args(argv),
+                                return_hydra_config=True).hydra
+    except Exception:
+        return False   # Hydra reports the problem itself when it composes
+    if str(hydra_cfg.get("mode")) != "RunMode.MULTIRUN":
+        return False
+    swept = {key.lstrip("+~") for key in (hydra_cfg.sweeper.get("params") or {})}
+    return swept <= set(given)
+
+
+@contextmanager
+def _initialized():
+    """Hydra's compose API over this package's configs."""
+    from hydra import initialize_config_dir, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    GlobalHydra.instance().clear()
+    init = (initialize_config_module("dfa_cli.conf", version_base="1.3") if CONFIG_PATH.startswith("pkg://")
+            else initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"))
+    with init:
+        yield
 
 
 def expand_resume(argv: list[str]) -> list[str]:
@@ -158,13 +235,9 @@ def check_resume(argv: list[str]) -> str | None:
 
 def _setting_names() -> list[str]:
     """Every setting of the default config (for 'did you mean')."""
-    from hydra import compose, initialize_config_dir, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    from hydra import compose
     try:
-        GlobalHydra.instance().clear()
-        init = (initialize_config_module("dfa_cli.conf", version_base="1.3") if CONFIG_PATH.startswith("pkg://")
-                else initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"))
-        with init:
+        with _initialized():
             cfg = OmegaConf.to_container(compose(config_name="config"), resolve=False)
     except Exception:
         return []

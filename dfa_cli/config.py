@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig
 
+from . import logger
 from .data import INPUT_SHAPES, PREPROCESS, SPLITS
 from .errors import UserError
 from .losses import LOSSES
@@ -140,6 +141,7 @@ def validate(cfg: DictConfig) -> None:
     _boolean("resume", cfg.get("resume", False), "true, false or resume=<run dir> on the command line")
     _optimizer_settings(cfg.optim)
     _validate_diagnostics(cfg)
+    logger.check(cfg.get("logger"))
     resolve_seeds(cfg)
 
 
@@ -220,6 +222,10 @@ def resolve_seeds(cfg: DictConfig) -> list[int]:
     """``seeds=[…]`` if given, else ``trainer.replicas`` consecutive seeds from ``seed``."""
     if cfg.get("seeds") is not None:
         seeds = list(cfg.seeds) if isinstance(cfg.seeds, ListConfig) else [cfg.seeds]
+        if cfg.trainer.replicas != 1:   # (it would be ignored without a word)
+            raise UserError(f"trainer.replicas={cfg.trainer.replicas} counts seeds up from seed=, but "
+                            f"seeds={seeds} names them; write seeds=null seed=… "
+                            f"trainer.replicas={cfg.trainer.replicas}, or seeds=[…] alone.")
     else:
         if not _is_int(cfg.seed):
             raise UserError(f"seed must be an integer, got {cfg.seed!r}.")

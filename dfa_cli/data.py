@@ -146,6 +146,13 @@ def _present(directory: Path, files: list[str]) -> bool:
     return all((directory / f).is_file() for f in files)
 
 
+def _check_subset(key: str, n, available: int, part: str, directory: Path) -> None:
+    """A subset cuts the first ``n``; more than there are would silently train on them all."""
+    if n and n > available:
+        raise UserError(f"{key}={n} is more than the {available} {part} images in {directory}; "
+                        f"use at most {available}, or {key}=null for all of them.")
+
+
 def load_dataset(name: str, root=None, download: bool = True, subset=None,
                  test_subset=None, split: str = "test") -> Dataset:
     """Load ``name`` (mnist | cifar10 | cifar100) from the data root, downloading if allowed.
@@ -182,6 +189,9 @@ def load_dataset(name: str, root=None, download: bool = True, subset=None,
         x_train, y_train = x_train[:cut], y_train[:cut]
     else:
         x_test, y_test = _read_split(name, directory, test_files, label_key)
+    eval_part = "validation" if split == "validation" else "test"
+    _check_subset("data.subset", subset, len(x_train), "training", directory)
+    _check_subset("data.test_subset", test_subset, len(x_test), eval_part, directory)
     if subset:
         x_train, y_train = x_train[:subset], y_train[:subset]
     if test_subset:

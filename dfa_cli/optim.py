@@ -17,6 +17,18 @@ FUSED_AUTO_MIN_EXAMPLES = 2_000_000   # optim.fused=auto: compile only when the 
 log = logging.getLogger(__name__)
 
 
+class _NoCudaHomeNotice(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=…": compiling the fused step imports
+    torch.utils.cpp_extension, which says it on any machine with a CUDA toolkit but no GPU. A CPU
+    run cannot act on it; every other message of that logger still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+logging.getLogger("torch.utils.cpp_extension").addFilter(_NoCudaHomeNotice())
+
+
 def _rmsprop_update(param, grad, square_avg, lr, alpha: float, eps: float) -> None:
     """torch's RMSprop without momentum, written out: v ← αv + (1−α)g², p ← p − lr·g/(√v + ε)."""
     square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)

@@ -82,11 +82,15 @@ def write_json(path: Path, obj) -> None:
 
 
 class RunRecord:
-    """The record of one trained network (one seed) in ``directory``."""
+    """The record of one trained network (one seed) in ``directory``.
 
-    def __init__(self, directory):
+    ``mirror`` (see :mod:`dfa_cli.logger`): shown each row after it is written, closed with the summary.
+    """
+
+    def __init__(self, directory, mirror=None):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.mirror = mirror
 
     def log_epoch(self, row: dict) -> None:
         line = (json.dumps(_finite_or_none(row), allow_nan=False) + "\n").encode()
@@ -105,9 +109,13 @@ class RunRecord:
                 os.close(fd)
         except OSError as err:
             raise disk_error(path, err) from None
+        if self.mirror is not None:
+            self.mirror.log_epoch(row)
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.directory / SUMMARY, summary)
+        if self.mirror is not None:
+            self.mirror.close()
 
 
 def truncate_metrics(directory, epochs: int) -> None:

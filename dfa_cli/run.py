@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint as ckpt
 from . import cli
+from . import logger
 from .config import CONFIG_PATH, resolve_device, resolve_seeds, validate
 from .data import load_dataset, preprocess
 from .diagnostics import trainer_options
@@ -177,7 +178,7 @@ def train(cfg: DictConfig, run_dir, resume: bool | None = None, job_num: int | N
     fused = use_fused(cfg.optim, device, len(data.x_train) * cfg.trainer.max_epochs) and not use_graph
     fast = use_fast_step(cfg.trainer.get("fast_step", "auto"), model, device)
     optimizer = build_optimizer(model.parameters(), cfg.optim, capturable=use_graph, fused=fused)
-    records = [RunRecord(p) for p in replica_dirs(run_dir, seeds)]
+    records = [RunRecord(p, logger.mirror(cfg.get("logger"), p)) for p in replica_dirs(run_dir, seeds)]
     t = cfg.trainer
     trainer = Trainer(model, optimizer, data, records, seeds, loss=cfg.loss.name,
                       batch_size=t.batch_size, max_epochs=t.max_epochs,

@@ -38,6 +38,8 @@ from survive import ENV, one_thread, overrides, records
     ("trainer.batch_size=[64]", "trainer.batch_size must be a positive integer"),
     ("trainer.eval_batch_size=-1", "trainer.eval_batch_size must be a positive integer"),
     ("trainer.replicas=0", "trainer.replicas must be a positive integer"),
+    ("seeds=[0,1] trainer.replicas=3", "trainer.replicas=3 counts seeds up from seed=, but seeds=[0, 1] names"),
+    ("experiment=table1/fc800x1_tanh trainer.replicas=2", "write seeds=null seed=… trainer.replicas=2"),
     ("trainer.stop_train_error=low", "trainer.stop_train_error must be a number in [0, 100]"),
     ("trainer.stop_train_error=101", "trainer.stop_train_error must be a number in [0, 100]"),
     ("trainer.ema_decay=abc", "trainer.ema_decay must be a number in [0, 1)"),
@@ -213,3 +215,29 @@ def test_a_full_disk_on_the_command_line_is_one_line_and_keeps_the_records(fake_
                           f"with resume={run}.\n")
     assert len((run / METRICS).read_text().splitlines()) == 1
     assert ckpt.load(run / ckpt.CHECKPOINT)["epoch"] == 2
+
+
+# ---- a subset larger than the set it cuts (issue 24) -------------------------------------------
+@pytest.mark.parametrize("setting, split, words", [
+    ({"subset": 257}, "test", "data.subset=257 is more than the 256 training images"),
+    ({"test_subset": 129}, "test", "data.test_subset=129 is more than the 128 test images"),
+    ({"subset": 51}, "validation", "data.subset=51 is more than the 50 training images"),
+    ({"test_subset": 10_001}, "validation", "data.test_subset=10001 is more than the 10000 validation images"),
+])
+def test_a_subset_larger_than_its_set_is_one_sentence(tmp_path, setting, split, words):
+    from conftest import write_fake_mnist
+    from dfa_cli.data import load_dataset
+    root = write_fake_mnist(tmp_path, n_train=256 if split == "test" else 10_050)
+    with pytest.raises(UserError) as err:
+        load_dataset("mnist", root, download=False, split=split, **setting)
+    assert words in str(err.value) and "\n" not in str(err.value), str(err.value)
+    exact = {key: value - 1 for key, value in setting.items()}    # the whole set is allowed
+    assert len(load_dataset("mnist", root, download=False, split=split, **exact).x_train) > 0
+
+
+def test_a_subset_larger_than_the_set_leaves_no_run_folder(fake_mnist, tmp_path):
+    out = run_cli("run", *overrides(fake_mnist, "data.subset=10000000", f"results_dir={tmp_path / 'res'}"),
+                  env=ENV)
+    assert out.returncode == 2 and "Traceback" not in out.stderr + out.stdout
+    assert out.stderr.startswith("dfa-run: data.subset=10000000 is more than the 256 training images")
+    assert list((tmp_path / "res").rglob("*")) == []

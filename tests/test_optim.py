@@ -81,3 +81,24 @@ def test_fused_rmsprop_survives_a_stacked_seed_stopping_and_a_state_reload():
         o.step()
     for a, b in zip(net.parameters(), plain.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+# ---- torch's notice about CUDA_HOME while compiling on a CPU (issue 24) ------------------------
+QUIET = "import logging, sys; logging.basicConfig(stream=sys.stderr); import dfa_cli.optim, torch.utils.cpp_extension"
+
+
+@pytest.mark.skipif(torch.version.cuda is None, reason="a CPU-only torch build never looks for CUDA_HOME")
+def test_compiling_on_a_cpu_does_not_print_torchs_cuda_home_notice(tmp_path):
+    """Inductor imports torch.utils.cpp_extension, which warns 'No CUDA runtime is found, using
+    CUDA_HOME=…' on a machine with a CUDA toolkit but no GPU: nothing a user of a CPU run can act on."""
+    import os
+    import subprocess
+    import sys
+    from conftest import REPO
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run([sys.executable, "-c", QUIET + "; logging.getLogger('torch.utils.cpp_extension')"
+                          ".warning('another warning still shows')"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "No CUDA runtime is found" not in out.stderr
+    assert "another warning still shows" in out.stderr          # only that notice is dropped

@@ -481,8 +481,8 @@ def test_end_to_end_tiny_multirun_then_report(tmp_path):
     write_fake_mnist(tmp_path / "data")
     results = tmp_path / "results"
     train = subprocess.run(
-        [sys.executable, "-m", "dfa_cli.run", "-m", "method=bp,dfa", "seeds=[0,1]", "data.subset=300",
-         "data.test_subset=200", "trainer.max_epochs=1", "model=fc800x1", f"results_dir={results}",
+        [sys.executable, "-m", "dfa_cli.run", "-m", "method=bp,dfa", "seeds=[0,1]", "data.subset=256",
+         "data.test_subset=128", "trainer.max_epochs=1", "model=fc800x1", f"results_dir={results}",
          f"data.root={tmp_path / 'data'}", "device=cpu", "trainer.progress=false"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr[-2000:]
@@ -495,7 +495,7 @@ def test_end_to_end_tiny_multirun_then_report(tmp_path):
     bp, dfa = cells[1], cells[7]
     assert bp.endswith("n=2†") and dfa.endswith("n=2†")
     assert cells[2] == "1.59 ± 0.04" and cells[8] == "1.68 ± 0.05"
-    assert "data.subset=300, data.test_subset=200, trainer.max_epochs=1" in result.stdout
+    assert "data.subset=256, data.test_subset=128, trainer.max_epochs=1" in result.stdout
     assert "incomplete" not in result.stdout.lower()
 
     terminal = run_cli(results)

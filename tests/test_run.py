@@ -193,3 +193,52 @@ def test_a_run_refused_for_missing_data_leaves_no_empty_folders(tmp_path):
     assert_one_sentence(out, "Data set 'mnist' not found")
     assert list((tmp_path / "res").rglob("*")) == []          # no results/runs/<date> left behind
     assert not (tmp_path / "none").exists()
+
+
+# ---- an explicit seed= wins over a preset's seeds list (issue 24) ------------------------------
+PRESET = "experiment=table1/fc800x1_tanh"
+
+
+def test_one_seed_of_a_preset_cell_is_one_ordinary_run(fake_mnist, tmp_path):
+    out = run_cli("run", PRESET, "method=dfa", "seed=1", *tiny(fake_mnist, tmp_path / "res"))
+    assert out.returncode == 0, out.stderr
+    assert [(s["method"], s["seed"]) for s in summaries(tmp_path / "res")] == [("dfa", 1)]
+    (record,) = [p.parent for p in (tmp_path / "res").rglob("summary.json")]
+    assert record.relative_to(tmp_path / "res").parts[0] == "runs"      # not a one-job multirun
+    assert record.name.endswith("_dfa_s1")
+
+
+def test_a_seed_sweep_over_a_preset_trains_one_seed_per_job(fake_mnist, tmp_path):
+    out = run_cli("run", "-m", PRESET, "method=bp,dfa", "seed=0,2", *tiny(fake_mnist, tmp_path / "res"))
+    assert out.returncode == 0, out.stderr
+    got = sorted((s["method"], s["seed"]) for s in summaries(tmp_path / "res"))
+    assert got == [("bp", 0), ("bp", 2), ("dfa", 0), ("dfa", 2)]
+
+
+def test_one_seed_of_a_preset_row_still_trains_the_rows_methods(fake_mnist, tmp_path):
+    out = run_cli("run", PRESET, "method=bp,fa", "seed=1", *tiny(fake_mnist, tmp_path / "res"))
+    assert out.returncode == 0, out.stderr
+    assert sorted((s["method"], s["seed"]) for s in summaries(tmp_path / "res")) == [("bp", 1), ("fa", 1)]
+
+
+def test_seed_and_a_seeds_list_together_are_one_sentence(fake_mnist, tmp_path):
+    out = run_cli("run", "seeds=[0,1]", "seed=3", *tiny(fake_mnist, tmp_path / "res"))
+    assert_one_sentence(out, "seed=3", "seeds=[0,1]", "seeds=null seed=3")
+    assert not (tmp_path / "res").exists() or not any((tmp_path / "res").rglob("*"))
+
+
+def test_the_campaigns_command_form_still_trains_its_one_seed(fake_mnist, tmp_path):
+    run = tmp_path / "res" / "cell"
+    out = run_cli("run", PRESET, "method=fa", "hydra.mode=RUN", f"hydra.run.dir={run}", "seeds=null", "seed=2",
+                  *tiny(fake_mnist, tmp_path / "res"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads((run / "summary.json").read_text())["seed"] == 2
+    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    assert overrides.count("seeds=null") == 1 and "hydra.mode=RUN" not in overrides
+
+
+def test_cfg_job_shows_the_seed_that_would_train():
+    out = run_cli("run", PRESET, "method=dfa", "seed=1", "--cfg", "job")
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout)
+    assert (config["seed"], config["seeds"]) == (1, None)
