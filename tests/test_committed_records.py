@@ -116,3 +116,18 @@ def test_the_progress_line_counts_seeds_per_cell(tmp_path):
     (shortened / "summary.json").write_text(json.dumps({**summary, "max_epochs": 20}))
     line = module.progress(tmp_path, module.TABLE1)
     assert line.startswith("**2 of Table 1's 28 paper cells**") and "; 1 more with shortened runs only" in line, line
+
+
+@pytest.mark.parametrize("method", ["fa", "dfa"])
+def test_the_alignment_runs_trained_exactly_as_their_table_cells(method):
+    """The figure runs measure alignment on Table 1's 3x800 tanh cells; measuring must not change
+    training, so their curves equal the committed seed-0 records epoch by epoch."""
+    figure = RECORDS / "mnist-figures" / f"fc800x3_tanh_alignment_{method}_s0" / "metrics.jsonl"
+    if not figure.is_file():
+        pytest.skip("the alignment run is not in results/paper")
+    cell = RECORDS / "mnist" / f"fc800x3_tanh_{method}_s0" / "metrics.jsonl"
+    rows = [[json.loads(line) for line in path.read_text().splitlines()] for path in (figure, cell)]
+    keys = ("train_loss", "train_error", "test_loss", "test_error")
+    assert len(rows[0]) == len(rows[1])
+    assert all(a.get("alignment") for a in rows[0])
+    assert [[r[k] for k in keys] for r in rows[0]] == [[r[k] for k in keys] for r in rows[1]]
