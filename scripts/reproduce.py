@@ -31,13 +31,13 @@ from dfa_cli.campaign import Campaign, default_state_dir  # noqa: E402
 from dfa_cli.plans import PLANS, SEARCHES, campaign_jobs  # noqa: E402
 
 RECORDS = REPO / "results" / "paper"
-CHOICES = ("all", *PLANS, "figures", *SEARCHES)
+CHOICES = ("all", *PLANS, "figures", "experiments", *SEARCHES)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("plans", nargs="+", choices=CHOICES, metavar="plan",
-                   help=f"one or more of: {', '.join(CHOICES)} (all = table1 table2 figures)")
+                   help=f"one or more of: {', '.join(CHOICES)} (all = table1 table2 figures experiments)")
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (default: all five)")
     p.add_argument("--jobs", type=int, default=None, help="parallel jobs (CPU default 2, GPU 1)")
     p.add_argument("--threads", type=int, default=1, help="threads per job on the CPU (default 1)")
@@ -47,7 +47,7 @@ def main() -> None:
     p.add_argument("--status", action="store_true", help="show the campaign's state and exit")
     p.add_argument("--summary", action="store_true", help="searches: the candidates' validation errors and the choice")
     args = p.parse_args()
-    plans = [q for plan in args.plans for q in (("table1", "table2", "figures") if plan == "all" else (plan,))]
+    plans = [q for plan in args.plans for q in (("table1", "table2", "figures", "experiments") if plan == "all" else (plan,))]
     if args.summary:
         searches = [name for name in plans if name in SEARCHES] or [
             name for name, s in SEARCHES.items() if s.table in plans]

@@ -162,3 +162,12 @@ def test_reproduce_status_and_summary_run_without_training(tmp_path):
     out = subprocess.run(cmd + ["table2", "--summary", *env_state], capture_output=True, text=True, timeout=120)
     summary = json.loads(out.stdout)
     assert list(summary) == ["cifar10-dropout-search"] and summary["cifar10-dropout-search"]["choice"] is None
+
+
+def test_the_experiments_train_the_flagged_cell_past_its_stop():
+    jobs = plans.experiment_jobs()
+    assert [j.seeds for j in jobs] == [(0,), (1,), (2,)] and {j.stage for j in jobs} == {1}
+    cfg = compose_config(*jobs[0].overrides)
+    assert (cfg.model.activation, cfg.method.name, cfg.trainer.stop_train_error, cfg.trainer.max_epochs) == (
+        "relu", "bp", 0, 100)
+    assert set(j.name for j in jobs) <= set(j.name for j in campaign_jobs(["experiments"], [0]))
