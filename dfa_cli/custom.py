@@ -136,6 +136,7 @@ class CustomNet(nn.Module):
     def __init__(self, module: nn.Module, input_shape, rule: str):
         super().__init__()
         self.module, self.input_shape = module, tuple(input_shape)
+        self.feedback_widths: list[int] = []   # each feedback point's n_i, as the probe step saw them
         self.method = rule
 
     @property
@@ -146,8 +147,6 @@ class CustomNet(nn.Module):
     def method(self, rule: str) -> None:
         set_rule(self.module, rule)
         self._rule = rule
-
-    feedback_widths: list[int] = []   # each feedback point's n_i, as the probe step saw them
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``(1, batch, C·H·W)`` or ``(batch, C·H·W)`` → logits ``(1, batch, n_classes)``."""

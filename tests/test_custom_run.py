@@ -98,11 +98,15 @@ def test_dfa_report_lists_custom_runs_by_their_target(fake_mnist, tmp_path):
     (("model.target=justaname",), "must name a class or function as module:attr"),
     (("+model.kwargs.depth=3",), "model.kwargs do not fit model.target=dfa_cli.examples.nets:ResMLP"),
     (("model.target=custom_nets:NoPoints",), "method=dfa: rule dfa needs feedback points"),
-    (("model.target=custom_nets:WrongOutput",), "returns (3, 5) for a 3x1x28x28 batch of mnist; dfa-run needs logits of shape (batch, 10)"),
+    (("model.target=custom_nets:WrongOutput",),
+     "returns (3, 5) for a 3x1x28x28 batch of mnist; dfa-run needs logits of shape (batch, 10)"),
     (("model.target=custom_nets:TimeFirst",), "points and output must put the batch first"),
     (("model.target=custom_nets:WithLayerNorm", "method=fa"), "norm (LayerNorm) has weights of its own"),
     (("model.target=custom_nets:Detached", "method=bp"), "l0.weight, l0.bias would get no gradient"),
     (("model.target=custom_nets:not_a_module",), "returned a str, not a torch.nn.Module"),
+    (("+model.kwargs.activation=sigmoid",), "building model.target=dfa_cli.examples.nets:ResMLP(activation="
+                                            "sigmoid) failed (ValueError: activation must be one of"),
+    (("model.target=custom_nets:MLP", "data=cifar10"), "fails on a 3x3x32x32 batch of cifar10 (RuntimeError"),
     (("method=ifa",), "method=ifa cannot train model=custom: IFA carries the error forward"),
     (("method=usf",), "sign-symmetric rules are defined here for the built-in fully connected nets only"),
     (("seeds=[0,1]",), "model=custom trains one seed per run"),
@@ -136,3 +140,16 @@ def test_the_probe_step_leaves_the_model_as_built(fake_mnist):
     assert net.module[-1].feedback.shape == (10, 6 * 14 * 14 + 16 * 5 * 5 + 120 + 84)
     again = build(cfg, seed=0)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+
+
+@pytest.mark.slow   # (compiling the fused RMSprop twice takes ~10 s)
+def test_bench_times_a_custom_model_by_dfa_and_by_bp(tmp_path):
+    from argparse import Namespace
+    from conftest import load_script
+    bench = load_script("bench")
+    data = bench.bench_data(128, None, torch.device("cpu"))
+    args = Namespace(custom="dfa_cli.examples.nets:ResMLP", custom_kwargs='{"width": 8, "blocks": 1}', repeats=1)
+    rows = bench.measure_custom(args, data, torch.device("cpu"), tmp_path)
+    name = "dfa_cli.examples.nets:ResMLP(width=8, blocks=1)"
+    assert [(r["model"], r["method"]) for r in rows] == [(name, "dfa"), (name, "bp")]
+    assert all(r["s_per_epoch"] > 0 for r in rows) and rows[1]["vs_bp"] == 1.0

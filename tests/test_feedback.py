@@ -291,6 +291,21 @@ def test_fa_with_b_equal_to_w_is_bp_and_with_its_initial_copy_is_not():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
 
 
+def test_fa_convolutions_with_stride_dilation_groups_and_valid_padding_are_bp_when_b_is_w():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.Tanh(),
+                        nn.Conv2d(4, 4, 3, dilation=2, groups=2, padding="valid"), nn.Tanh(),
+                        nn.Flatten(), nn.Linear(4 * 1 * 1, 3)).double()
+    x, y = torch.rand(2, 2, 9, 9, dtype=torch.float64), torch.tensor([0, 2])
+    bce_step(net, x, y)
+    bp = [g.clone() for g in grads(net)]
+    net.zero_grad()
+    feedback.set_rule(net, "fa")              # B = W now: FA must send exactly what BP sends
+    bce_step(net, x, y)
+    for a, b in zip(grads(net), bp):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+
+
 def test_fa_takes_b_from_the_initial_weights_and_keeps_it():
     torch.manual_seed(0)
     net = MLP((6, 5, 3)).double()
