@@ -27,7 +27,7 @@ _SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_PATH = str(_SOURCE_CONF) if (_SOURCE_CONF / "config.yaml").is_file() else "pkg://dfa_cli.conf"
 
 INITS = ("paper", "uniform", "zero")
-MODEL_KINDS = ("fc", "conv")
+MODEL_KINDS = ("fc", "conv", "custom")   # custom: a model you write (dfa_cli.custom)
 
 
 def _is_int(v) -> bool:
@@ -97,12 +97,15 @@ def validate(cfg: DictConfig) -> None:
     """Raise :class:`UserError` for the first setting that cannot run."""
     _choice("method.name", cfg.method.name, METHODS)
     _validate_feedback(cfg)
-    _choice("model.activation", cfg.model.activation, tuple(ACTIVATIONS))
     kind = cfg.model.get("kind", "fc")
     _choice("model.kind", kind, MODEL_KINDS)
+    if kind != "custom":
+        _choice("model.activation", cfg.model.activation, tuple(ACTIVATIONS))
     hidden = cfg.model.get("hidden")
     if kind == "conv":
         _validate_conv(cfg)
+    elif kind == "custom":
+        pass   # built and tried last, once every other setting is known to be sound
     elif hidden is None:
         _positive_int("model.width", cfg.model.get("width"))
         _positive_int("model.depth", cfg.model.get("depth"))
@@ -142,7 +145,10 @@ def validate(cfg: DictConfig) -> None:
     _optimizer_settings(cfg.optim)
     _validate_diagnostics(cfg)
     logger.check(cfg.get("logger"))
-    resolve_seeds(cfg)
+    seeds = resolve_seeds(cfg)
+    if kind == "custom":
+        from .custom import check   # (imports the user's model: only for model=custom)
+        check(cfg, seeds)
 
 
 def _validate_feedback(cfg: DictConfig) -> None:

@@ -1,5 +1,6 @@
-"""Networks from config: the fully connected nets (:mod:`dfa_cli.models`) or the conv net
-(:mod:`dfa_cli.conv`), as ``cfg.model``, ``cfg.method``, ``cfg.init`` and ``cfg.dropout`` describe."""
+"""Networks from config: the fully connected nets (:mod:`dfa_cli.models`), the conv net
+(:mod:`dfa_cli.conv`) or a model of your own (:mod:`dfa_cli.custom`), as ``cfg.model``,
+``cfg.method``, ``cfg.init`` and ``cfg.dropout`` describe."""
 from __future__ import annotations
 
 import math
@@ -8,6 +9,7 @@ from typing import Sequence
 from torch import nn
 
 from .conv import ConvNet
+from .custom import build as build_custom
 from .models import FCNet
 
 def hidden_sizes(model_cfg) -> list[int]:
@@ -17,6 +19,8 @@ def hidden_sizes(model_cfg) -> list[int]:
     """
     if model_cfg.get("kind") == "conv":
         return [int(c) for c in model_cfg.channels] + [int(n) for n in model_cfg.fc]
+    if model_cfg.get("kind") == "custom":
+        return []   # its feedback points' sizes are known once it is built (dfa_cli.custom.describe)
     if model_cfg.get("hidden"):
         return list(model_cfg.hidden)
     return [model_cfg.width] * model_cfg.depth
@@ -25,6 +29,8 @@ def hidden_sizes(model_cfg) -> list[int]:
 def build_model(cfg, input_shape: Sequence[int], n_classes: int, seeds: Sequence[int]) -> nn.Module:
     """The network that ``cfg.model``/``cfg.method``/``cfg.init``/``cfg.dropout`` describe."""
     m = cfg.model
+    if m.get("kind") == "custom":
+        return build_custom(cfg, seeds[0])
     feedback = {"feedback": cfg.method.get("feedback", "uniform"), "density": cfg.method.get("density", 1.0)}
     if m.get("kind") == "conv":
         d = cfg.dropout

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint as ckpt
 from . import cli
-from . import logger
+from . import custom, logger
 from .config import CONFIG_PATH, resolve_device, resolve_seeds, validate
 from .data import load_dataset, preprocess
 from .diagnostics import trainer_options
@@ -54,6 +54,7 @@ def seed_tag(seed, seeds) -> str:
 OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
 OmegaConf.register_new_resolver("fc_name", fc_name, replace=True)
 OmegaConf.register_new_resolver("seed_tag", seed_tag, replace=True)
+OmegaConf.register_new_resolver("custom_name", custom.custom_name, replace=True)
 
 
 def variant(cfg: DictConfig) -> str:
@@ -116,6 +117,7 @@ def describe(cfg: DictConfig, model, data, device, fused: bool = False) -> dict:
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "alignment_every": cfg.diagnostics.every if cfg.diagnostics.alignment else None,
         "n_train": len(data.x_train), "n_test": len(data.x_test), **environment(device),
+        **(custom.describe(cfg, model) if isinstance(model, custom.CustomNet) else {}),
     }
 
 
@@ -126,7 +128,10 @@ def what_it_trains(cfg: DictConfig, seeds: list[int]) -> str:
     extra = "" if variant(cfg) == "none" else f" + {variant(cfg)}"
     which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seed_tag(None, seeds)[1:].replace('+', ',')}"
     name = "" if shape == cfg.model.name else f" ({cfg.model.name})"
-    return (f"{cfg.method.name.upper()}, {shape} {cfg.model.activation}{extra}{name} on "
+    activation = f" {cfg.model.activation}"
+    if cfg.model.get("kind") == "custom":   # named by its target; its activations are its own
+        shape, activation, name = custom.label(cfg.model), "", ""
+    return (f"{cfg.method.name.upper()}, {shape}{activation}{extra}{name} on "
             f"{cfg.data.name.upper()}, {which}, up to {cfg.trainer.max_epochs} epoch{'s' * (cfg.trainer.max_epochs != 1)}")
 
 
@@ -165,6 +170,8 @@ def train(cfg: DictConfig, run_dir, resume: bool | None = None, job_num: int | N
     if cfg.trainer.cuda_graph == "on" and device.type != "cuda":
         raise UserError("trainer.cuda_graph=on needs a CUDA device; use auto or off on this machine.")
     use_graph = device.type == "cuda" and cfg.trainer.cuda_graph != "off"
+    if cfg.model.get("kind") == "custom" and cfg.trainer.cuda_graph == "auto":
+        use_graph = False   # a model of your own may sync the host in forward, which a graph cannot capture
     if plan.action != "resume":
         log.info(f"training {what_it_trains(cfg, seeds)} on {device}; records in {run_dir}")
     set_precision(cfg.trainer.matmul_precision)

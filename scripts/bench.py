@@ -3,6 +3,7 @@
     python scripts/bench.py --device cpu --threads 1               # fc800x1..fc240x100, DFA and BP
     python scripts/bench.py --device cpu --models fc800x2 --throughput   # + sweep throughput, 1 vs 2 jobs
     python scripts/bench.py --json bench.json                      # also write the numbers
+    python scripts/bench.py --device cpu --threads 1 --custom dfa_cli.examples.nets:ResMLP   # your model
 
 Every row trains batch 64 on the same data (MNIST from ``--data-root``/``$DFA_DATA_DIR``, the first
 ``--train-size`` examples, else random data of its shape), in this process, at ``--threads``, and is
@@ -16,6 +17,10 @@ both ends. Rows:
   of dfa_cli/fast.py and the fused RMSprop of dfa_cli/optim.py), the paper's RMSprop.
 - **usual PyTorch loop** (``--usual``): nn.Sequential + DataLoader + RMSprop, BP.
 - **stacked** (``--stack N``): N seeds trained at once, per model.
+- **feedback API** (``--custom module:Model``, with ``--custom-kwargs '{"width": 256}'``): a model of
+  your own (docs/custom-models.md) as ``dfa-run model=custom`` trains it, by DFA and by BP (plain
+  autograd through the same model), the engine's autograd step and the same RMSprop for both; the
+  built-in nets are not measured then. Its ratio column is DFA's time over BP's.
 
 Floor and dfa-cli are timed alternately ``--repeats`` times and the fastest of each is kept, so a
 shared machine's drift hits both alike. ``--throughput`` also runs whole epochs as dfa-run does
@@ -38,6 +43,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from omegaconf import OmegaConf  # noqa: E402
+
+from dfa_cli import custom  # noqa: E402
 from dfa_cli.data import Dataset, load_dataset  # noqa: E402
 from dfa_cli.engine import Trainer  # noqa: E402
 from dfa_cli.fast import supported  # noqa: E402
@@ -104,6 +112,34 @@ def make_trainer(method: str, hidden, data: Dataset, device, seeds, tmp: Path) -
     records = [RunRecord(tmp / f"{method}-{len(seeds)}-{s}-{time.time_ns()}") for s in seeds]
     return Trainer(model, opt, data, records, list(seeds), cuda_graph=not cpu, progress=False,
                    fast_step=cpu and supported(model))
+
+
+def custom_trainer(method: str, target: str, kwargs: dict, data: Dataset, device, tmp: Path) -> Trainer:
+    """A model of your own as dfa-run builds it (seed 0, MNIST's shape), with the same RMSprop as above."""
+    cfg = OmegaConf.create({"model": {"target": target, "kwargs": kwargs}, "method": {"name": method},
+                            "data": {"name": "mnist"}})
+    model = custom.build(cfg, seed=0).to(device)
+    cpu = device.type == "cpu"
+    opt = (FusedRMSprop(model.parameters(), lr=1e-4, alpha=0.99, eps=1e-8) if cpu else
+           torch.optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.99, eps=1e-8))
+    record = RunRecord(tmp / f"custom-{method}-{time.time_ns()}")
+    return Trainer(model, opt, data, [record], [0], progress=False)
+
+
+def measure_custom(args, data: Dataset, device, tmp: Path) -> list[dict]:
+    """DFA through the feedback API against BP on the same model of your own, timed alternately."""
+    kwargs = json.loads(args.custom_kwargs)
+    label = custom.label(OmegaConf.create({"target": args.custom, "kwargs": kwargs}))
+    trainers = {m: custom_trainer(m, args.custom, kwargs, data, device, tmp) for m in ("dfa", "bp")}
+    for trainer in trainers.values():
+        trainer._train_epoch(0)                            # warm-up: compiles the fused optimizer
+    best = {m: float("inf") for m in trainers}
+    for _ in range(args.repeats):                          # alternate, keep the fastest of each
+        for m, trainer in trainers.items():
+            best[m] = min(best[m], timed_pass(trainer, device))
+    scale = EPOCH / len(data.x_train)
+    return [{"model": label, "method": m, "variant": "feedback API (model=custom)",
+             "s_per_epoch": scale * best[m], "vs_bp": best[m] / best["bp"]} for m in trainers]
 
 
 def timed_pass(trainer: Trainer, device) -> float:
@@ -217,6 +253,9 @@ def main() -> None:
     p.add_argument("--throughput", action="store_true", help="also model-epochs/hour, 1 job x 2 threads vs 2 x 1")
     p.add_argument("--data-root", default=os.environ.get("DFA_DATA_DIR"),
                    help="MNIST in torchvision's layout (default $DFA_DATA_DIR); random data without it")
+    p.add_argument("--custom", default=None, metavar="MODULE:MODEL",
+                   help="time a model of your own, DFA (feedback API) against BP, instead of the built-in nets")
+    p.add_argument("--custom-kwargs", default="{}", help="its keyword arguments, as JSON")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -226,16 +265,19 @@ def main() -> None:
         return worker(args)
     device = torch.device(args.device)
     data = bench_data(args.train_size, args.data_root, device)
-    rows = measure(args, data, device, Path(tempfile.mkdtemp(prefix="dfa-bench-")))
+    tmp = Path(tempfile.mkdtemp(prefix="dfa-bench-"))
+    rows = measure_custom(args, data, device, tmp) if args.custom else measure(args, data, device, tmp)
     info = {"device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "data": data.name, "train_size": args.train_size,
             "repeats": args.repeats, "rows": rows}
     print(f"{info['device_name']} ({device}), {info['threads']} thread(s), torch {torch.__version__}, "
           f"{data.name} data, RMSprop, batch {BATCH}; seconds per 60k-example training pass")
-    print(f"{'model':10} {'method':6} {'variant':36} {'s/epoch':>9} {'× floor':>8}")
+    key, name = ("vs_bp", "× BP") if args.custom else ("vs_floor", "× floor")
+    w = max(10, *(len(r["model"]) for r in rows))
+    print(f"{'model':{w}} {'method':6} {'variant':36} {'s/epoch':>9} {name:>8}")
     for r in rows:
-        ratio = "—" if r["vs_floor"] is None else f"{r['vs_floor']:.2f}"
-        print(f"{r['model']:10} {r['method']:6} {r['variant']:36} {r['s_per_epoch']:9.3f} {ratio:>8}")
+        ratio = "—" if r[key] is None else f"{r[key]:.2f}"
+        print(f"{r['model']:{w}} {r['method']:6} {r['variant']:36} {r['s_per_epoch']:9.3f} {ratio:>8}")
     if args.throughput and device.type == "cpu":
         info["throughput"] = throughput(args)
         print("\nsweep throughput (whole epochs with the test pass, DFA):")

@@ -98,7 +98,7 @@ def composition_error(*overrides_: str) -> CompactHydraException:
                             "dfa-run --help lists every setting."),
     ("optim.learning_rate=1", "optim.learning_rate is not a setting; dfa-run --help lists every setting."),
     ("data=svhn", "Could not find 'data/svhn'; choose one of: cifar10, cifar100, mnist."),
-    ("model=fc800", "Could not find 'model/fc800'; choose one of: conv, deep100, fc1000x1, fc1000x3, fc240x100, "
+    ("model=fc800", "Could not find 'model/fc800'; choose one of: conv, custom, deep100, fc1000x1, fc1000x3, fc240x100, "
                     "fc240x7, fc400x3, fc800x1, fc800x2, fc800x3, fc800x4."),
     ("trainer.max_epochs=[1", "cannot read the override 'trainer.max_epochs=[1': no viable alternative at "
                               "input '[1'."),

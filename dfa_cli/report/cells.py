@@ -162,8 +162,11 @@ def assign_marks(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def row_label(model: str, activation: str, variant: str) -> str:
-    """``fc800x2``, ``relu``, ``dropout`` → ``2x800 ReLU + dropout`` (the paper's way)."""
+    """``fc800x2``, ``relu``, ``dropout`` → ``2x800 ReLU + dropout`` (the paper's way). A model of
+    your own is named by its target (``mypkg.nets:ResMLP(width=256)``), its activations its own."""
     import re
+    if ":" in model:
+        return model + (f" + {variant}" if variant not in ("none", "") else "")
     match = re.fullmatch(r"fc(\d+)x(\d+)", model)
     name = f"{match[2]}x{match[1]}" if match else model.upper() if model == "conv" else model
     act = {"relu": "ReLU"}.get(activation, activation)
