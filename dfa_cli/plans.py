@@ -5,7 +5,7 @@ One campaign runs them all, two jobs at a time on a 2-core CPU, in *phases* (``J
 
 0. the cheap runs behind the figures (t-SNE, alignment) and Table 1's seed 0 with its dropout search;
 1. Table 2's MLP cells (seed 0), its dropout search, and what settles Table 1's ⚑ cells (the FA
-   dropout search, the experiments);
+   dropout search, the experiments, seeds 1–2 of the cells flagged on one seed);
 2. Table 2's dropout row and its conv row (bounded on a CPU, marked †);
 3. Table 1's seeds 1–2; 4. Table 2's seeds 1–2; 5. seeds 3–4 of both.
 
@@ -45,6 +45,9 @@ DEEP_ROW, DEEP_BOUNDED_EPOCHS = "fc240x100_tanh", 30
 # many epochs (marked † in the table). On a GPU the full row runs, seeds stacked.
 CONV_ROW, CONV_BOUNDED_EPOCHS = "conv_tanh", 30
 SEED_PHASE = {"table1": {0: 0, 1: 3, 2: 3}, "table2": {0: 1, 1: 4, 2: 4}}   # other seeds: phase 5
+# Table 1's cells flagged ⚑ on one seed (2026-12-02): their seeds 1–2 go with phase 1, as they
+# decide whether a ⚑ is one seed's swing (docs/differences.md); an hour or less each.
+FLAGGED_ON_ONE_SEED = {("fc800x2_tanh", "fa"), ("fc800x4_tanh", "fa"), ("fc800x2_tanh_dropout", "fa")}
 LATER = 5
 
 
@@ -201,6 +204,10 @@ def table1_jobs(seeds: list[int], stacked: bool = False) -> list[Job]:
     """Table 1: 30 cells (100x240 BP/FA bounded, one seed), its dropout searches."""
     bounded = {(DEEP_ROW, "bp"): DEEP_BOUNDED_EPOCHS, (DEEP_ROW, "fa"): DEEP_BOUNDED_EPOCHS}
     jobs = _cells("table1", "mnist", TABLE1_ROWS, seeds, stacked, bounded)
+    for job in jobs:
+        row, method = job.name.split("/")[1].rsplit("_", 2)[:2]
+        if (row, method) in FLAGGED_ON_ONE_SEED and job.stage == SEED_PHASE["table1"][1]:
+            job.stage = 1
     if 0 in seeds:
         jobs += SEARCHES["dropout-search"].jobs() + SEARCHES["fa-dropout-search"].jobs()
     return ordered(jobs)

@@ -27,11 +27,15 @@ def test_table1_plan_orders_seed_0_of_every_cell_first_cheapest_first():
     assert all(n.startswith("mnist-validation/") for n in names[:len(DFA_SEARCH.candidates)])   # it gates a row
     assert names[len(DFA_SEARCH.candidates)].startswith("mnist/fc800x1_tanh_")
     assert names[first_pass - 1] == "mnist/fc240x100_tanh_dfa_s0"
-    fa_search = jobs[first_pass:first_pass + len(SEARCHES["fa-dropout-search"].candidates)]
-    assert all(j.name.startswith("mnist-validation/fc800x2_tanh_dropout_") and j.name.endswith("_fa_s0")
-               and "method=fa" in j.overrides for j in fa_search)
-    rest = jobs[first_pass + len(fa_search):]
-    assert {j.seeds[0] for j in rest[:2 * 28]} == {1, 2} and {j.seeds[0] for j in rest[2 * 28:]} == {3, 4}
+    phase1 = [j for j in jobs if j.stage == 1]                       # what settles the ⚑ cells
+    fa_search = [j for j in phase1 if j.name.startswith("mnist-validation/")]
+    assert len(fa_search) == len(SEARCHES["fa-dropout-search"].candidates)
+    assert all(j.name.endswith("_fa_s0") and "method=fa" in j.overrides for j in fa_search)
+    early = {j.name for j in phase1} - {j.name for j in fa_search}
+    assert early == {f"mnist/{row}_{m}_s{s}" for row, m in plans.FLAGGED_ON_ONE_SEED for s in (1, 2)}
+    rest = [j for j in jobs if j.stage > 1]
+    assert {j.seeds[0] for j in rest[:2 * 28 - len(early)]} == {1, 2}
+    assert {j.seeds[0] for j in rest[2 * 28 - len(early):]} == {3, 4}
     deep_bp = next(j for j in jobs if j.name == "mnist/fc240x100_tanh_bp_s0")
     assert "trainer.max_epochs=30" in deep_bp.overrides
     assert not any(j.name.startswith("mnist/fc240x100_tanh_bp_s1") for j in jobs)   # one seed only
@@ -66,7 +70,8 @@ def test_one_campaign_runs_table2_before_table1s_later_seeds():
     jobs = campaign_jobs(["table1", "table2", "figures"], [0, 1, 2])
     stages = [j.stage for j in jobs]
     assert stages == sorted(stages)
-    first_t1_seed1 = next(i for i, j in enumerate(jobs) if j.name.startswith("mnist/") and j.seeds == (1,))
+    first_t1_seed1 = next(i for i, j in enumerate(jobs) if j.name.startswith("mnist/") and j.seeds == (1,)
+                          and j.stage > 1)   # (the ⚑ cells' seeds 1-2 come in phase 1)
     assert all(j.stage <= 2 for j in jobs[:first_t1_seed1])
     assert {j.name for j in jobs if j.stage == 2} <= {j.name for j in jobs[:first_t1_seed1]}
     figures = [j for j in jobs if j.name.startswith("mnist-figures/")]
