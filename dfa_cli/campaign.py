@@ -16,6 +16,12 @@ Order: the plan's (dfa_cli.plans: phases; by default seed 0 of every cell, then 
 (the 100-layer net) is started early enough that the other jobs run beside it. On the CPU, once
 nothing is left to start, the jobs still running take the freed slots' threads: each is paused
 with a checkpoint and resumed with its share (the same run; threads change float rounding at most).
+
+With a ``deadline`` (a machine lent for a few hours whose state does not outlive it), a job starts
+only if it is expected to finish by then: its expected time is the mean wall time of the committed
+records of the same cell (any seed), else the plan's estimate, less what a resumed run has already
+spent. A run already begun resumes first; then the longest job that fits goes first, so short ones
+fill the end; a later phase starts when nothing of an earlier one fits. Jobs already running are never stopped at the deadline.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ from .records import METRICS, SUMMARY
 SEED_STAGES = ((0,), (1, 2), (3, 4))
 STATE_ENV_VAR = "DFA_CAMPAIGN_DIR"
 POLL_SECONDS = 2.0
+DEADLINE_MARGIN = 1.1   # a job must fit the time left with this much to spare
 STOPPED_BY_SIGNAL = (130, 143, -signal.SIGTERM)   # dfa-run's exit codes after SIGINT/SIGTERM; killed early
 
 
@@ -46,7 +53,7 @@ class Job:
     name: str                      # also the record's folder name
     overrides: list[str]
     seeds: tuple[int, ...]
-    cost: float = 1.0              # relative: orders the jobs of a stage, cheapest first
+    cost: float = 1.0              # seconds on one CPU thread, roughly: orders the jobs of a stage
     waits_for: str | None = None   # why it may not start yet (None: ready)
     record_names: list[str] = field(default_factory=list)   # one per seed
     stage: int | None = None       # the plan's phase (dfa_cli.plans); None: from the seed (SEED_STAGES)
@@ -82,10 +89,11 @@ class Running(NamedTuple):
 class Campaign:
     def __init__(self, jobs: list[Job], records: Path, state: Path, parallel: int = 2,
                  threads: int | None = 1, python: str = sys.executable, out=sys.stdout,
-                 widen_after: float = 30.0):
+                 widen_after: float = 30.0, deadline: float | None = None):
         self.jobs, self.records, self.state = jobs, Path(records), Path(state)
         self.parallel, self.threads, self.python, self.out = parallel, threads, python, out
         self.widen_after = widen_after   # seconds a job runs before it may be paused to widen it
+        self.deadline = deadline         # time.time() by which every job started must be done
         self.running: dict[str, Running] = {}
         self.widening: dict[str, int] = {}   # job → the threads it resumes with once paused
         self.failed: dict[str, str] = {}
@@ -139,7 +147,7 @@ class Campaign:
     def start(self, job: Job, threads: int | None = None) -> None:
         log_path = self.state / "logs" / f"{job.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        resuming = (self.run_dir(job) / ".hydra" / "config.yaml").is_file()
+        resuming = self._begun(job)
         log = open(log_path, "a")
         proc = subprocess.Popen(self.command(job, threads), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)   # Ctrl-C reaches the jobs through us only
@@ -201,6 +209,42 @@ class Campaign:
         rest = sum(queue[i].cost for i in stage if i != longest)
         return longest if queue[longest].cost >= rest / (self.parallel - 1) else 0
 
+    def expected_seconds(self, job: Job) -> float:
+        """What the job should still take: the committed records of its cell (same row and method,
+        any seed) say how long a run took here; without any, the plan's estimate. A resumed run
+        has spent part of it already."""
+        walls = []
+        for name in job.record_names:
+            stem = name.rsplit("_s", 1)[0]
+            for summary in self.records.glob(f"{stem}_s*/{SUMMARY}"):
+                wall = json.loads(summary.read_text()).get("wall_seconds")
+                if wall:
+                    walls.append(wall)
+        total = sum(walls) / len(walls) if walls else job.cost
+        spent = max((_progress(d / METRICS)[2] * 3600 for d in self._seed_dirs(job)), default=0.0)
+        return max(total - spent, 0.05 * total)
+
+    def _fits(self, job: Job) -> bool:
+        return self.deadline is None or \
+            time.time() + DEADLINE_MARGIN * self.expected_seconds(job) <= self.deadline
+
+    def _pick(self, queue: list[Job]) -> int | None:
+        """The index of the job to start next, or None when no job fits before the deadline."""
+        if self.deadline is None:
+            return self._next(queue)
+        fitting = [i for i, job in enumerate(queue) if self._fits(job)]
+        if not fitting:
+            return None
+        begun = [i for i in fitting if self._begun(queue[i])]
+        if begun:                        # its work so far dies with the machine unless it ends now
+            return begun[0]
+        first = min(_stage(queue[i]) for i in fitting)
+        return max((i for i in fitting if _stage(queue[i]) == first),
+                   key=lambda i: self.expected_seconds(queue[i]))
+
+    def _begun(self, job: Job) -> bool:
+        return (self.run_dir(job) / ".hydra" / "config.yaml").is_file()
+
     def _stop(self, signum, frame) -> None:
         self.stopping = True
         for run in self.running.values():
@@ -219,15 +263,21 @@ class Campaign:
                     self.say(f"wait   {job.name}: {job.waits_for}")
             while queue or self.running:
                 while queue and len(self.running) < self.parallel and not self.stopping:
-                    job = queue.pop(self._next(queue))
-                    self.start(job)
+                    pick = self._pick(queue)
+                    if pick is None:
+                        break
+                    self.start(queue.pop(pick))
+                if not self.running and queue:   # nothing fits before the deadline
+                    until = time.strftime("%H:%M", time.localtime(self.deadline))
+                    self.say(f"stop   {len(queue)} jobs left; none is expected to finish by {until}")
+                    break
                 time.sleep(POLL_SECONDS)
                 for name, run in list(self.running.items()):
                     code = run.proc.poll()
                     if code is not None:
                         del self.running[name]
                         self._finished(run.job, code)
-                self._widen(queue)
+                self._widen([job for job in queue if self._fits(job)])
                 if self.stopping:
                     queue = []
         finally:

@@ -5,6 +5,7 @@ command resumes it.
     python scripts/reproduce.py table2 --seeds 0         # one table, one seed
     python scripts/reproduce.py all --status             # what is done, running, waiting; hours spent
     python scripts/reproduce.py cifar10-dropout-search --summary   # a validation search and its choice
+    python scripts/reproduce.py all --until 08:55        # start only what should finish by 08:55
 
 On a CPU it runs ``--jobs`` (2) single-thread ``dfa-run`` processes side by side (two 1-thread jobs
 finish more epochs per hour than one 2-thread job); on a GPU, one job per cell and seed stage with
@@ -15,11 +16,14 @@ results/paper`` makes the tables); working state (checkpoints, unfinished runs, 
 tree. Stop it with Ctrl-C or SIGTERM: every job checkpoints; rerun to resume. The order (phases)
 is in dfa_cli/plans.py. A dropout row's jobs wait until its preset names the schedule that its
 validation search chose (the paper: "learning rate with decay and training time chosen based on a
-validation set"); ``--summary`` prints that choice.
+validation set"); ``--summary`` prints that choice. ``--until`` is for a machine lent for a few
+hours whose state dies with it: a job starts only if the records of its cell (or the plan's
+estimate) say it ends in time, longest first, so that short jobs fill the end.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -34,6 +38,17 @@ RECORDS = REPO / "results" / "paper"
 CHOICES = ("all", *PLANS, "figures", "experiments", *SEARCHES)
 
 
+def _deadline(text: str) -> float:
+    """``HH:MM`` → the next such moment as time.time(); the error is argparse's one sentence."""
+    try:
+        at = dt.datetime.combine(dt.date.today(), dt.time.fromisoformat(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time of day as HH:MM (e.g. 08:55)") from None
+    if at <= dt.datetime.now():
+        at += dt.timedelta(days=1)
+    return at.timestamp()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("plans", nargs="+", choices=CHOICES, metavar="plan",
@@ -44,6 +59,8 @@ def main() -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--records", type=Path, default=RECORDS, help="where finished records land")
     p.add_argument("--state", type=Path, default=None, help="checkpoints, unfinished runs and logs")
+    p.add_argument("--until", type=_deadline, default=None, metavar="HH:MM",
+                   help="start only jobs expected to finish by then (local time, today or tomorrow)")
     p.add_argument("--status", action="store_true", help="show the campaign's state and exit")
     p.add_argument("--summary", action="store_true", help="searches: the candidates' validation errors and the choice")
     args = p.parse_args()
@@ -65,7 +82,7 @@ def main() -> None:
         job.overrides = job.overrides + ["device=cuda" if cuda else "device=cpu"]
     state = args.state or default_state_dir()
     campaign = Campaign(jobs, args.records, state, parallel=args.jobs or (1 if cuda else 2),
-                        threads=None if cuda else args.threads)
+                        threads=None if cuda else args.threads, deadline=args.until)
     if args.status:
         rows = campaign.status()
         for r in rows:

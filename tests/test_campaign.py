@@ -162,3 +162,50 @@ def test_a_runs_hidden_features_travel_with_its_record(fake_mnist, tmp_path):
     folder = records / job.name
     assert sorted(p.name for p in folder.iterdir()) == [".hydra", "features.npz", "metrics.jsonl", "summary.json"]
     assert json.loads((folder / "summary.json").read_text())["features"]
+
+
+def test_with_a_deadline_only_jobs_that_fit_start_longest_first(tmp_path):
+    """--until: a job's expected time comes from its cell's committed records (any seed), else the
+    plan's estimate, less what its unfinished run has spent; the longest that fits goes first."""
+    records, state = tmp_path / "records", tmp_path / "state"
+    for name, wall in (("mnist/a_dfa_s0", 1000.0), ("mnist/a_dfa_s1", 3000.0)):
+        (records / name).mkdir(parents=True)
+        (records / name / "summary.json").write_text(json.dumps({"wall_seconds": wall}))
+    seen = Job("mnist/a_dfa_s2", [], (2,), cost=10.0, stage=1)        # its cell's records: 2000 s
+    new = Job("mnist/b_bp_s0", [], (0,), cost=500.0, stage=1)          # no record: the plan's 500 s
+    later = Job("mnist/c_fa_s3", [], (3,), cost=100.0, stage=2)
+    started = state / "runs" / "mnist" / "a_dfa_s2"
+    started.mkdir(parents=True)
+    (started / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "elapsed": 1500.0}) + "\n")
+
+    def campaign(seconds_left):
+        return Campaign([], records, state, deadline=time.time() + seconds_left)
+    assert campaign(0).expected_seconds(seen) == pytest.approx(500.0)   # 2000 − 1500 spent
+    assert campaign(0).expected_seconds(new) == pytest.approx(500.0)
+    (started / "metrics.jsonl").unlink()
+    queue = [later, new, seen]
+    assert campaign(3000)._pick(queue) == 2          # 2000 s fits: the longest of phase 1
+    assert campaign(1000)._pick(queue) == 1          # only the 500 s job of phase 1 fits
+    assert campaign(300)._pick(queue) == 0           # nothing of phase 1 fits: phase 2's 100 s
+    assert campaign(50)._pick(queue) is None
+    assert Campaign([], records, state)._pick(queue) == 0   # no deadline: the plan's order
+    (state / "runs" / "mnist" / "b_bp_s0" / ".hydra").mkdir(parents=True)
+    (state / "runs" / "mnist" / "b_bp_s0" / ".hydra" / "config.yaml").write_text("{}")
+    assert campaign(3000)._pick(queue) == 1          # a run already begun resumes first
+
+
+def test_a_campaign_with_no_job_that_fits_its_deadline_starts_nothing(fake_mnist, tmp_path):
+    out = io.StringIO()
+    jobs = [Job(j.name, j.overrides, j.seeds, cost=3600.0, record_names=j.record_names)
+            for j in tiny_jobs(fake_mnist)]
+    campaign = Campaign(jobs, tmp_path / "records", tmp_path / "state", out=out, deadline=time.time() + 60)
+    assert campaign.run() == 0
+    assert "3 jobs left; none is expected to finish by" in out.getvalue()
+    assert not (tmp_path / "state" / "runs").exists()
+
+
+def test_reproduce_refuses_a_deadline_that_is_not_a_time_of_day():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce.py"), "all", "--until", "9pm",
+                           "--status"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "'9pm' is not a time of day as HH:MM" in proc.stderr
+    assert "Traceback" not in proc.stderr
