@@ -169,10 +169,19 @@ def test_reproduce_status_and_summary_run_without_training(tmp_path):
     assert list(summary) == ["cifar10-dropout-search"] and summary["cifar10-dropout-search"]["choice"] is None
 
 
-def test_the_experiments_train_the_flagged_cell_past_its_stop():
+def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
     jobs = plans.experiment_jobs()
-    assert [j.seeds for j in jobs] == [(0,), (1,), (2,)] and {j.stage for j in jobs} == {1}
-    cfg = compose_config(*jobs[0].overrides)
+    nostop = [j for j in jobs if "relu_bp_nostop" in j.name]
+    uniform = [j for j in jobs if "fc800x4_tanh_fa_uniform" in j.name]
+    assert len(nostop) + len(uniform) == len(jobs) and {j.stage for j in jobs} == {1}
+    for group in (nostop, uniform):
+        assert [j.seeds for j in group] == [(0,), (1,), (2,)]
+    cfg = compose_config(*nostop[0].overrides)
     assert (cfg.model.activation, cfg.method.name, cfg.trainer.stop_train_error, cfg.trainer.max_epochs) == (
         "relu", "bp", 0, 100)
+    cell = compose_config("experiment=table1/fc800x4_tanh", "method=fa")
+    cfg = compose_config(*uniform[0].overrides)
+    assert (cfg.method.name, cfg.init.name, cell.init.name) == ("fa", "uniform", "paper")
+    cfg.init, cell.init = None, None
+    assert cfg == cell                                    # the cell's protocol, but for the start
     assert set(j.name for j in jobs) <= set(j.name for j in campaign_jobs(["experiments"], [0]))
