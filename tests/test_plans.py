@@ -173,7 +173,11 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
     jobs = plans.experiment_jobs()
     nostop = [j for j in jobs if "relu_bp_nostop" in j.name]
     uniform = [j for j in jobs if "fc800x4_tanh_fa_uniform" in j.name]
-    assert len(nostop) + len(uniform) == len(jobs) and {j.stage for j in jobs} == {1}
+    zca = [j for j in jobs if "fc1000x1_tanh_zca" in j.name]
+    assert len(nostop) + len(uniform) + len(zca) == len(jobs) and {j.stage for j in jobs} == {1}
+    cfg = compose_config(*zca[0].overrides)
+    assert (cfg.data.name, cfg.data.preprocess, compose_config("experiment=table2/fc1000x1_tanh").data.preprocess
+            ) == ("cifar10", "zca", "none")
     for group in (nostop, uniform):
         assert [j.seeds for j in group] == [(0,), (1,), (2,)]
     cfg = compose_config(*nostop[0].overrides)
