@@ -18,7 +18,7 @@ from dfa_cli.models import FCNet
 from dfa_cli.records import RunRecord
 from dfa_cli.run import train
 
-from conftest import REPO, compose_config, write_fake_mnist
+from conftest import REPO, compose_config, run_cli, write_fake_mnist
 from test_report import PNG_SIGNATURE, PROTOCOL_SUMMARY, hydra_config
 
 
@@ -166,10 +166,9 @@ def test_the_tsne_preset_end_to_end(tmp_path):
     assert (cfg.optim.lr, cfg.trainer.max_epochs) == (1e-4, 300)   # the paper's protocol
     data = write_fake_mnist(tmp_path / "data", n_train=128, n_test=64)
     results = tmp_path / "results"
-    run = subprocess.run([sys.executable, "-m", "dfa_cli.run", "experiment=tsne", "model.width=8",
-                          "trainer.max_epochs=1", "diagnostics.feature_examples=50", f"data.root={data}",
-                          "data.download=false", f"results_dir={results}", "trainer.progress=false"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = run_cli("run", "experiment=tsne", "model.width=8",
+                  "trainer.max_epochs=1", "diagnostics.feature_examples=50", f"data.root={data}",
+                  "data.download=false", f"results_dir={results}", "trainer.progress=false")
     assert run.returncode == 0, run.stderr[-2000:]
     assert sorted(p.parent.name.split("_")[-2] for p in results.rglob(FEATURES)) == ["bp", "dfa"]
     rep = subprocess.run([sys.executable, "-m", "dfa_cli.report", str(results), "--out", str(tmp_path / "out"),

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import conftest
 from dfa_cli import report
 from dfa_cli.records import RunRecord, replica_dirs
 from dfa_cli.report import cells as report_cells
@@ -480,11 +481,10 @@ def write_fake_mnist(root: Path, n_train: int = 300, n_test: int = 200) -> None:
 def test_end_to_end_tiny_multirun_then_report(tmp_path):
     write_fake_mnist(tmp_path / "data")
     results = tmp_path / "results"
-    train = subprocess.run(
-        [sys.executable, "-m", "dfa_cli.run", "-m", "method=bp,dfa", "seeds=[0,1]", "data.subset=256",
-         "data.test_subset=128", "trainer.max_epochs=1", "model=fc800x1", f"results_dir={results}",
-         f"data.root={tmp_path / 'data'}", "device=cpu", "trainer.progress=false"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+    train = conftest.run_cli(
+        "run", "-m", "method=bp,dfa", "seeds=[0,1]", "data.subset=256",
+        "data.test_subset=128", "trainer.max_epochs=1", "model=fc800x1", f"results_dir={results}",
+        f"data.root={tmp_path / 'data'}", "device=cpu", "trainer.progress=false")
     assert train.returncode == 0, train.stderr[-2000:]
     assert len(list(results.rglob("summary.json"))) == 4
 
