@@ -17,7 +17,7 @@ from .errors import UserError
 from .losses import LOSSES
 from .conv import IFA_ON_CONV, STACKING, conv_map_shapes, rule_on_conv
 from .models import ACTIVATIONS, LATER_RULES, METHODS
-from .rules import FEEDBACK_KINDS
+from .rules import FEEDBACK_KINDS, FEEDBACK_SCALES
 from .optim import OPTIMIZERS
 from .schedule import SCHEDULES
 
@@ -152,7 +152,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _validate_feedback(cfg: DictConfig) -> None:
-    """method.feedback and method.density: DFA's fixed random matrices, so DFA only."""
+    """method.feedback, method.density (DFA's fixed random matrices, so DFA only), method.feedback_scale."""
     kind, density = cfg.method.get("feedback", "uniform"), cfg.method.get("density", 1.0)
     _choice("method.feedback", kind, FEEDBACK_KINDS)
     _number("method.density", density, 0, 1, low_open=True)
@@ -161,9 +161,28 @@ def _validate_feedback(cfg: DictConfig) -> None:
         what = f"method.feedback={kind}" if kind != "uniform" else f"method.density={density}"
         raise UserError(f"{what} sets how DFA's feedback matrices are drawn, so it applies to method=dfa "
                         f"only, not method={name}.")
+    _feedback_scale(cfg, name, density)
     if cfg.init.name == "zero" and name in ("shallow", "usf", "brsf", "frsf"):
         why = ("its hidden layers never learn" if name == "shallow" else "sign(0) = 0 gives it no feedback")
         raise UserError(f"init=zero cannot train method={name}: {why}; use init=paper or uniform.")
+
+
+def _feedback_scale(cfg: DictConfig, name: str, density: float) -> None:
+    """method.feedback_scale=source: DRTP's and sparse DFA's scale as their code has it; refused where
+    the source's scale is the paper's or where the source does not define it."""
+    scale = cfg.method.get("feedback_scale", "paper")
+    _choice("method.feedback_scale", scale, FEEDBACK_SCALES)
+    if scale == "paper":
+        return
+    if name not in ("dfa", "drtp"):
+        raise UserError(f"method.feedback_scale=source sets DRTP's and sparse DFA's feedback scale to their "
+                        f"code's, so it applies to method=drtp or dfa only, not method={name}.")
+    if name == "dfa" and density == 1:
+        raise UserError("method.feedback_scale=source changes DFA's feedback only when it is sparse "
+                        "(method.density < 1): the sparse-DFA code draws a dense B at the paper's scale.")
+    if cfg.model.get("kind", "fc") == "custom":
+        raise UserError("method.feedback_scale=source is implemented for the built-in models "
+                        "(model.kind=fc or conv), not model=custom.")
 
 
 def _validate_schedule(cfg: DictConfig) -> None:

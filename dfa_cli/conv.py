@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
-from .models import ACTIVATIONS, LATER_RULES, ReplicatedNet, dropout_mask, resolve_init, zero_start
+from .models import ACTIVATIONS, LATER_RULES, ReplicatedNet, dropout_mask, resolve_init, scale_source, zero_start
 from .rules import Conv2dFA, DirectFeedback, dfa_feedback, uniform_
 
 IFA_ON_CONV = ("method=ifa is not defined for model=conv: IFA carries the error forward through "
@@ -93,9 +93,11 @@ class ConvNet(ReplicatedNet):
                  pool: int = 3, pool_stride: int = 2, fc: Sequence[int] = (2048, 2048),
                  activation: str = "tanh", init: str = "paper", dropout_input: float = 0.0,
                  dropout_conv: Sequence[float] | None = None, dropout_hidden: float = 0.0,
-                 stack: str = "loop", eval_chunk: int = 1000, feedback: str = "uniform", density: float = 1.0):
+                 stack: str = "loop", eval_chunk: int = 1000, feedback: str = "uniform", density: float = 1.0,
+                 feedback_scale: str = "paper"):
         super().__init__()
         self.feedback_kind, self.density = feedback, density
+        self.feedback_scale, self.feedback_source = feedback_scale, scale_source(method, feedback_scale)
         if method == "ifa":
             raise UserError(IFA_ON_CONV)
         if method in LATER_RULES:
@@ -156,8 +158,8 @@ class ConvNet(ReplicatedNet):
             if self.method == "fa":
                 getattr(self, f"fa_feedback{i}")[r].copy_(w[r])
         if self.method == "dfa":
-            self.feedback[r].copy_(dfa_feedback(self.hidden_widths, self.sizes[-1], gen,
-                                                kind=self.feedback_kind, density=self.density))
+            self.feedback[r].copy_(dfa_feedback(self.hidden_widths, self.sizes[-1], gen, kind=self.feedback_kind,
+                                                density=self.density, source=self.feedback_source))
         zero_start(self.layers(), self.init, r)
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:

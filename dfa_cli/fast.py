@@ -11,7 +11,7 @@ computes the same update as autograd through :mod:`dfa_cli.rules` does, written 
 - hidden signal ``g_i``: DFA ``(e B)`` sliced per layer, from one matmul (DRTP: ``y* B``); BP
   ``δ_{i+1} W_{i+1}ᵀ``; FA ``δ_{i+1} B_{i+1}ᵀ`` (sign symmetry: ``B`` from ``sign(W_{i+1})``, made
   in the forward pass where the model makes it, so brSF draws the same magnitudes); then
-  ``δ_i = g_i ⊙ m_i ⊙ f′(a_i)``; shallow: none, the hidden gradients stay zero;
+  ``δ_i = g_i ⊙ m_i ⊙ f′(a_i)``; shallow: none, and the hidden layers get no ``.grad`` (autograd's None);
 - gradients ``h_{i-1}ᵀ δ_i`` and ``Σ_batch δ_i`` written into the parameters' ``.grad`` in place.
 
 ``input_gradient`` is FGSM's true-BP ``∂L/∂x`` written out the same way. Then any ``torch.optim``
@@ -50,9 +50,15 @@ class FastFCStep:
         self.buffers: dict[tuple, list[torch.Tensor]] = {}
 
     def _grads(self) -> None:
-        """Persistent ``.grad`` tensors, (re)made when the parameters change (a stacked seed stops)."""
-        for p in self.model.parameters():
-            if p.grad is None or p.grad.shape != p.shape:
+        """Persistent ``.grad`` tensors, (re)made when the parameters change (a stacked seed stops).
+        Under shallow the hidden layers get none, as from autograd: a zero gradient would still let
+        weight decay (or momentum) move them."""
+        net = self.model
+        frozen = {id(p) for layer in net.layers()[:-1] for p in layer} if net.method == "shallow" else set()
+        for p in net.parameters():
+            if id(p) in frozen:
+                p.grad = None
+            elif p.grad is None or p.grad.shape != p.shape:
                 p.grad = torch.zeros_like(p)
 
     def _activations(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -101,12 +107,17 @@ class FastFCStep:
         # the output error and the top layer's gradients
         delta = self._output_error(logits, y)
         self._weight_grads(n_hidden, inputs[n_hidden], delta)
-        if net.method == "shallow":
-            return losses, wrong
+        if net.method != "shallow":
+            self._hidden_grads(logits, y, delta, inputs, acts, masks, downs)
+        return losses, wrong
+
+    def _hidden_grads(self, logits, y, delta, inputs, acts, masks, downs) -> None:
+        """Every hidden layer's gradients, top down, from the output error ``delta``."""
+        net = self.model
         if net.method in ("dfa", "drtp"):   # every hidden layer's signal from one matmul
-            source = delta if net.method == "dfa" else scaled_targets(logits, y)
+            source = delta if net.method == "dfa" else scaled_targets(logits, y, net.feedback_scale)
             signals = torch.bmm(source, net.feedback).split(net.hidden_widths, dim=-1)
-        for i in range(n_hidden - 1, -1, -1):
+        for i in range(len(acts) - 1, -1, -1):
             if net.method in ("dfa", "drtp"):
                 g = signals[i]
             else:   # the layer above's W (BP), its fixed B (FA) or sign-made B, shaped (R, n_i, n_{i+1})
@@ -115,7 +126,6 @@ class FastFCStep:
                 g = g * masks[i]
             delta = g * activation_derivative(net.activation, acts[i])
             self._weight_grads(i, inputs[i], delta)
-        return losses, wrong
 
     @torch.no_grad()
     def input_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

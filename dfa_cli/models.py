@@ -66,6 +66,15 @@ def zero_start(layers: Sequence[tuple[nn.Parameter, nn.Parameter]], init: str, r
         b[r].zero_()
 
 
+def scale_source(method: str, feedback_scale: str) -> str | None:
+    """Whose feedback scale ``feedback_scale=source`` means for ``method`` (None: the paper's)."""
+    if feedback_scale == "paper":
+        return None
+    if feedback_scale != "source" or method not in ("dfa", "drtp"):
+        raise ValueError(f"feedback_scale={feedback_scale!r} is for method dfa or drtp (paper | source)")
+    return "ssdfa" if method == "dfa" else "drtp"
+
+
 def dropout_mask(h: torch.Tensor, p: float) -> torch.Tensor:
     """Inverted-dropout mask (kept units scaled by 1/(1-p)); it multiplies activation and feedback.
     Drawn in logical (NCHW) order whatever ``h``'s memory layout, so a seed gives the same masks."""
@@ -107,14 +116,17 @@ class FCNet(ReplicatedNet):
     """Fully connected net ``in → hidden… → out`` trained by one of :data:`METHODS`.
 
     ``feedback``/``density``: how DFA's fixed random matrices are drawn (:func:`~dfa_cli.rules.feedback_block`).
+    ``feedback_scale``: ``paper``, or ``source`` for DRTP's and sparse DFA's scale as their code has it
+    (:func:`~dfa_cli.rules.feedback_bound`, :func:`~dfa_cli.rules.scaled_targets`).
     """
 
     def __init__(self, sizes: Sequence[int], activation: str, method: str, seeds: Sequence[int],
                  init: str = "paper", dropout_input: float = 0.0, dropout_hidden: float = 0.0,
-                 feedback: str = "uniform", density: float = 1.0):
+                 feedback: str = "uniform", density: float = 1.0, feedback_scale: str = "paper"):
         super().__init__()
         self.sizes, self.activation, self.method = list(sizes), activation, method
         self.feedback_kind, self.density = feedback, density
+        self.feedback_scale, self.feedback_source = feedback_scale, scale_source(method, feedback_scale)
         self.dropout_input, self.dropout_hidden = dropout_input, dropout_hidden
         self.init = resolve_init(init, method, activation, "fc")
         n_layers, n_rep = len(sizes) - 1, len(seeds)
@@ -158,8 +170,8 @@ class FCNet(ReplicatedNet):
                 m = getattr(self, f"sign_magnitudes{i}")[r]
                 uniform_(m, 1 / math.sqrt(m.shape[0]), gen).abs_()
         if self.method in ("dfa", "drtp"):
-            self.feedback[r].copy_(dfa_feedback(self.hidden_widths, self.sizes[-1], gen,
-                                                kind=self.feedback_kind, density=self.density))
+            self.feedback[r].copy_(dfa_feedback(self.hidden_widths, self.sizes[-1], gen, kind=self.feedback_kind,
+                                                density=self.density, source=self.feedback_source))
         elif self.method == "ifa":
             self.feedback[r].copy_(dfa_feedback(self.hidden_widths[:1], self.sizes[-1], gen))
         zero_start(self.layers(), self.init, r)
@@ -197,7 +209,8 @@ class FCNet(ReplicatedNet):
         if cut and self.method == "drtp":
             if targets is None:
                 raise ValueError("method=drtp trains from the targets: call model(x, targets=y)")
-            return DirectTargetProjection.apply(logits, self.feedback, scaled_targets(logits, targets), *taps)
+            targets = scaled_targets(logits, targets, self.feedback_scale)
+            return DirectTargetProjection.apply(logits, self.feedback, targets, *taps)
         if cut and self.method == "ifa":
             upper = [self.weights[i] for i in range(1, n_hidden)]   # (slicing a ParameterList builds a module)
             return IndirectFeedback.apply(logits, self.feedback, n_hidden, *upper, *derivs[:-1], *taps)

@@ -31,7 +31,8 @@ def build_model(cfg, input_shape: Sequence[int], n_classes: int, seeds: Sequence
     m = cfg.model
     if m.get("kind") == "custom":
         return build_custom(cfg, seeds[0])
-    feedback = {"feedback": cfg.method.get("feedback", "uniform"), "density": cfg.method.get("density", 1.0)}
+    feedback = {"feedback": cfg.method.get("feedback", "uniform"), "density": cfg.method.get("density", 1.0),
+                "feedback_scale": cfg.method.get("feedback_scale", "paper")}
     if m.get("kind") == "conv":
         d = cfg.dropout
         conv_rates = d.get("conv")

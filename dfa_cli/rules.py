@@ -39,18 +39,40 @@ def uniform_(tensor: torch.Tensor, bound: float, generator: torch.Generator) -> 
 
 
 FEEDBACK_KINDS = ("uniform", "gaussian", "binary")
+FEEDBACK_SCALES = ("paper", "source")   # method.feedback_scale (docs/later-rules.md)
+
+
+def errors_per_unit(n_out: int, density: float) -> int:
+    """How many output errors a hidden unit receives under sparse feedback: at least one."""
+    return max(1, round(density * n_out)) if density < 1 else n_out
+
+
+def feedback_bound(n_out: int, n: int, density: float = 1.0, source: str | None = None) -> float:
+    """The bound of ``B_i``'s uniform draw (the other kinds keep its variance): 1/√n, the paper's.
+
+    ``source`` names the code whose scale is wanted instead: ``drtp`` (DRTP's code draws B with
+    ``kaiming_uniform_``: √(6/n)) or ``ssdfa`` (sparse DFA's code widens a sparse B to
+    (n_out·k)^¼/√n, k the errors per unit; a dense B it draws at 1/√n, as the paper).
+    """
+    if source == "drtp":
+        return math.sqrt(6 / n)
+    if source == "ssdfa" and density < 1:
+        return (n_out * errors_per_unit(n_out, density)) ** 0.25 / math.sqrt(n)
+    return 1 / math.sqrt(n)
 
 
 def feedback_block(n_out: int, n: int, generator: torch.Generator, kind: str = "uniform",
-                   density: float = 1.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """One DFA feedback matrix ``B_i`` (``n_out × n``) at the paper's scale.
+                   density: float = 1.0, dtype: torch.dtype = torch.float32,
+                   source: str | None = None) -> torch.Tensor:
+    """One DFA feedback matrix ``B_i`` (``n_out × n``), at the paper's scale unless ``source``
+    (:func:`feedback_bound`).
 
     ``uniform``: U(±1/√n) (the author's code); ``gaussian`` and ``binary`` (±c) with the same
     variance, 1/(3n). ``density`` < 1 (sparse feedback, Crafton et al. 2019): every hidden unit
     receives ``max(1, round(density·n_out))`` of the output errors, chosen at random, the rest 0 —
     so no unit is left without a signal.
     """
-    bound = 1 / math.sqrt(n)
+    bound = feedback_bound(n_out, n, density, source)
     if kind == "uniform":
         block = uniform_(torch.empty(n_out, n, dtype=dtype), bound, generator)
     elif kind == "gaussian":
@@ -59,20 +81,20 @@ def feedback_block(n_out: int, n: int, generator: torch.Generator, kind: str = "
         signs = torch.rand(n_out, n, generator=generator, dtype=dtype) < 0.5
         block = (signs.to(dtype) * 2 - 1) * (bound / math.sqrt(3))
     if density < 1:
-        k = max(1, round(density * n_out))
-        chosen = torch.rand(n_out, n, generator=generator).argsort(dim=0)[:k]
+        chosen = torch.rand(n_out, n, generator=generator).argsort(dim=0)[:errors_per_unit(n_out, density)]
         block = block * torch.zeros(n_out, n, dtype=dtype).scatter_(0, chosen, 1.0)
     return block
 
 
 def dfa_feedback(widths: list[int], n_out: int, generator: torch.Generator,
-                 dtype: torch.dtype = torch.float32, kind: str = "uniform", density: float = 1.0) -> torch.Tensor:
+                 dtype: torch.dtype = torch.float32, kind: str = "uniform", density: float = 1.0,
+                 source: str | None = None) -> torch.Tensor:
     """The concatenated DFA feedback ``[B_1 | … | B_L]`` of shape ``(n_out, Σ n_i)`` for one replica.
 
     Each block ``B_i`` is drawn independently (:func:`feedback_block`; by default U(±1/√n_i), n_i the
     width of the receiving layer, as in the author's code), so equal-width layers never share a matrix.
     """
-    return torch.cat([feedback_block(n_out, n, generator, kind, density, dtype) for n in widths], dim=1)
+    return torch.cat([feedback_block(n_out, n, generator, kind, density, dtype, source) for n in widths], dim=1)
 
 
 SIGN_RULES = ("usf", "brsf", "frsf")
@@ -169,8 +191,8 @@ class DirectFeedback(torch.autograd.Function):
 
 class DirectTargetProjection(torch.autograd.Function):
     """DRTP: identity on the logits; backward gives the output layer its error ``e`` and every tap
-    ``t @ B_i``, with ``t`` the one-hot target scaled as ``e`` is (``y*/batch``): the hidden signals
-    never read the output. ``targets``: ``(R, batch, n_out)``."""
+    ``t @ B_i``, with ``t`` the one-hot target (:func:`scaled_targets`): the hidden signals never
+    read the output. ``targets``: ``(R, batch, n_out)``."""
 
     @staticmethod
     def forward(ctx, logits, feedback, targets, *taps):
@@ -187,9 +209,11 @@ class DirectTargetProjection(torch.autograd.Function):
         return (e, None, None, *grads)
 
 
-def scaled_targets(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """DRTP's projected vector: the one-hot target over the batch size, shaped like ``logits``."""
-    return torch.zeros_like(logits).scatter_(-1, y.unsqueeze(-1), 1.0).div_(logits.shape[1])
+def scaled_targets(logits: torch.Tensor, y: torch.Tensor, scale: str = "paper") -> torch.Tensor:
+    """DRTP's projected vector, shaped like ``logits``: the one-hot target over the batch size, as
+    ``e`` is (``paper``), or the one-hot target itself, summed over the batch (``source``: its code)."""
+    onehot = torch.zeros_like(logits).scatter_(-1, y.unsqueeze(-1), 1.0)
+    return onehot.div_(logits.shape[1]) if scale == "paper" else onehot
 
 
 class IndirectFeedback(torch.autograd.Function):

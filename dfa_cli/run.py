@@ -104,6 +104,7 @@ def describe(cfg: DictConfig, model, data, device, fused: bool = False) -> dict:
         "dropout_conv": list(cfg.dropout.get("conv") or []) or None,
         "hidden": hidden_sizes(cfg.model), "loss": cfg.loss.name,
         "feedback": cfg.method.get("feedback", "uniform"), "density": cfg.method.get("density", 1.0),
+        "feedback_scale": cfg.method.get("feedback_scale", "paper"),
         "init": model.init, "init_config": cfg.init.name,
         "optimizer": cfg.optim.name, "lr": cfg.optim.lr, "batch_size": cfg.trainer.batch_size,
         "max_epochs": cfg.trainer.max_epochs, "stop_train_error": cfg.trainer.stop_train_error,
