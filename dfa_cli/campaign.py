@@ -21,7 +21,8 @@ With a ``deadline`` (a machine lent for a few hours whose state does not outlive
 only if it is expected to finish by then: its expected time is the mean wall time of the committed
 records of the same cell (any seed), else the plan's estimate, less what a resumed run has already
 spent. A run already begun resumes first; then the longest job that fits goes first, so short ones
-fill the end; a later phase starts when nothing of an earlier one fits. Jobs already running are never stopped at the deadline.
+fill the end; a later phase starts when nothing of an earlier one fits, except the last (seeds
+3–4), which waits until every earlier job is done. Jobs already running are never stopped at the deadline.
 """
 from __future__ import annotations
 
@@ -232,7 +233,9 @@ class Campaign:
         """The index of the job to start next, or None when no job fits before the deadline."""
         if self.deadline is None:
             return self._next(queue)
-        fitting = [i for i, job in enumerate(queue) if self._fits(job)]
+        last = max(_stage(job) for job in queue)
+        held = any(_stage(job) < last for job in queue)   # the last phase (seeds 3–4) waits for all else
+        fitting = [i for i, job in enumerate(queue) if self._fits(job) and not (held and _stage(job) == last)]
         if not fitting:
             return None
         begun = [i for i in fitting if self._begun(queue[i])]

@@ -186,7 +186,9 @@ def test_with_a_deadline_only_jobs_that_fit_start_longest_first(tmp_path):
     queue = [later, new, seen]
     assert campaign(3000)._pick(queue) == 2          # 2000 s fits: the longest of phase 1
     assert campaign(1000)._pick(queue) == 1          # only the 500 s job of phase 1 fits
-    assert campaign(300)._pick(queue) == 0           # nothing of phase 1 fits: phase 2's 100 s
+    assert campaign(300)._pick(new_last := [Job("mnist/d_bp_s4", [], (4,), cost=100.0, stage=3), *queue]) == 1
+    assert campaign(300)._pick(queue + [new_last[0]]) == 0   # phase 2's 100 s, not the last phase's
+    assert campaign(300)._pick([new_last[0]]) == 0            # the last phase once all else is done
     assert campaign(50)._pick(queue) is None
     assert Campaign([], records, state)._pick(queue) == 0   # no deadline: the plan's order
     (state / "runs" / "mnist" / "b_bp_s0" / ".hydra").mkdir(parents=True)
