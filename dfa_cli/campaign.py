@@ -22,7 +22,7 @@ only if it is expected to finish by then: its expected time is the mean wall tim
 records of the same cell (any seed), else the plan's estimate, less what a resumed run has already
 spent. A run already begun resumes first; then the longest job that fits goes first, so short ones
 fill the end; a later phase starts when nothing of an earlier one fits, except the last (seeds
-3–4), which waits until every earlier job is done. Jobs already running are never stopped at the deadline.
+3–4), which waits until every earlier job is done. Running jobs are never stopped at the deadline.
 """
 from __future__ import annotations
 
