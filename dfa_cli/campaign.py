@@ -22,7 +22,11 @@ only if it is expected to finish by then: its expected time is the mean wall tim
 records of the same cell (any seed), else the plan's estimate, less what a resumed run has already
 spent. A run already begun resumes first; then the longest job that fits goes first, so short ones
 fill the end; a later phase starts when nothing of an earlier one fits, except the last (seeds
-3–4), which waits until every earlier job is done. Running jobs are never stopped at the deadline.
+3–4), which waits until every earlier job is done. Running jobs are never stopped at the deadline,
+except a carried-over one: with ``carry_over`` (a machine whose state may outlive the session), one
+slot may hold a job that cannot finish by the deadline, the longest of the plan's earliest phase
+with such a job, so that runs longer than any session (the 100-layer net) still progress; it is
+paused with a checkpoint at the deadline, and the next invocation resumes it before anything else.
 """
 from __future__ import annotations
 
@@ -90,11 +94,13 @@ class Running(NamedTuple):
 class Campaign:
     def __init__(self, jobs: list[Job], records: Path, state: Path, parallel: int = 2,
                  threads: int | None = 1, python: str = sys.executable, out=sys.stdout,
-                 widen_after: float = 30.0, deadline: float | None = None):
+                 widen_after: float = 30.0, deadline: float | None = None, carry_over: bool = False):
         self.jobs, self.records, self.state = jobs, Path(records), Path(state)
         self.parallel, self.threads, self.python, self.out = parallel, threads, python, out
         self.widen_after = widen_after   # seconds a job runs before it may be paused to widen it
         self.deadline = deadline         # time.time() by which every job started must be done
+        self.carry_over = carry_over     # one slot may hold a job paused at the deadline, resumed later
+        self.carried: set[str] = set()   # running jobs started although they cannot end by the deadline
         self.running: dict[str, Running] = {}
         self.widening: dict[str, int] = {}   # job → the threads it resumes with once paused
         self.failed: dict[str, str] = {}
@@ -177,7 +183,7 @@ class Campaign:
             self.say(f"done   {job.name}: {err}% after {s['epochs']} epochs ({s['stop_reason']}), "
                      f"{s['wall_seconds'] / 3600:.2f} h")
             return
-        if code in STOPPED_BY_SIGNAL and self.stopping:
+        if code in STOPPED_BY_SIGNAL and (self.stopping or self._past_deadline()) and not wider:
             self.say(f"paused {job.name} (checkpoint written; the next invocation resumes it)")
             return
         if code in STOPPED_BY_SIGNAL and wider:
@@ -235,15 +241,48 @@ class Campaign:
             return self._next(queue)
         last = max(_stage(job) for job in queue)
         held = any(_stage(job) < last for job in queue)   # the last phase (seeds 3–4) waits for all else
-        fitting = [i for i, job in enumerate(queue) if self._fits(job) and not (held and _stage(job) == last)]
-        if not fitting:
-            return None
+        allowed = [i for i, job in enumerate(queue) if not (held and _stage(job) == last)]
+        fitting = [i for i in allowed if self._fits(queue[i])]
         begun = [i for i in fitting if self._begun(queue[i])]
         if begun:                        # its work so far dies with the machine unless it ends now
             return begun[0]
+        carry = self._carry_pick(queue, [i for i in allowed if i not in fitting], fitting)
+        if carry is not None:
+            return carry
+        if not fitting:
+            return None
         first = min(_stage(queue[i]) for i in fitting)
         return max((i for i in fitting if _stage(queue[i]) == first),
                    key=lambda i: self.expected_seconds(queue[i]))
+
+    def _carry_pick(self, queue: list[Job], too_long: list[int], fitting: list[int]) -> int | None:
+        """With ``carry_over``, while no running job is carried and the deadline is ahead: a job that
+        cannot end by the deadline, if its phase comes no later than every job that can; one begun
+        before first, else the longest of the earliest such phase."""
+        if not (self.carry_over and too_long and not self.carried and not self._past_deadline()):
+            return None
+        first = min(_stage(queue[i]) for i in too_long)
+        if fitting and first > min(_stage(queue[i]) for i in fitting):
+            return None
+        begun = [i for i in too_long if self._begun(queue[i])]
+        if begun:
+            return begun[0]
+        return max((i for i in too_long if _stage(queue[i]) == first),
+                   key=lambda i: self.expected_seconds(queue[i]))
+
+    def _past_deadline(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
+    def _pause_carried(self) -> None:
+        """At the deadline, each carried-over job checkpoints and stops (SIGTERM), once."""
+        for name in list(self.carried):
+            run = self.running.get(name)
+            if name in self.widening:    # already stopping, to resume wider: paused once it has
+                continue
+            if run is not None and run.proc.poll() is None:
+                self.say(f"pause  {name}: the deadline; the next invocation resumes it if this machine's state is still there")
+                run.proc.send_signal(signal.SIGTERM)
+            self.carried.discard(name)
 
     def _begun(self, job: Job) -> bool:
         return (self.run_dir(job) / ".hydra" / "config.yaml").is_file()
@@ -269,6 +308,8 @@ class Campaign:
                     pick = self._pick(queue)
                     if pick is None:
                         break
+                    if not self._fits(queue[pick]):
+                        self.carried.add(queue[pick].name)
                     self.start(queue.pop(pick))
                 if not self.running and queue:   # nothing fits before the deadline
                     until = time.strftime("%H:%M", time.localtime(self.deadline))
@@ -279,7 +320,11 @@ class Campaign:
                     code = run.proc.poll()
                     if code is not None:
                         del self.running[name]
+                        if name not in self.widening:   # a widened job resumes, still carried
+                            self.carried.discard(name)
                         self._finished(run.job, code)
+                if self._past_deadline():
+                    self._pause_carried()
                 self._widen([job for job in queue if self._fits(job)])
                 if self.stopping:
                     queue = []

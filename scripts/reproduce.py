@@ -6,6 +6,7 @@ command resumes it.
     python scripts/reproduce.py all --status             # what is done, running, waiting; hours spent
     python scripts/reproduce.py cifar10-dropout-search --summary   # a validation search and its choice
     python scripts/reproduce.py all --until 08:55        # start only what should finish by 08:55
+    python scripts/reproduce.py all --until 08:55 --carry-over   # and one longer job, paused at 08:55
 
 On a CPU it runs ``--jobs`` (2) single-thread ``dfa-run`` processes side by side (two 1-thread jobs
 finish more epochs per hour than one 2-thread job); on a GPU, one job per cell and seed stage with
@@ -18,7 +19,10 @@ is in dfa_cli/plans.py. A dropout row's jobs wait until its preset names the sch
 validation search chose (the paper: "learning rate with decay and training time chosen based on a
 validation set"); ``--summary`` prints that choice. ``--until`` is for a machine lent for a few
 hours whose state dies with it: a job starts only if the records of its cell (or the plan's
-estimate) say it ends in time, longest first, so that short jobs fill the end.
+estimate) say it ends in time, longest first, so that short jobs fill the end. ``--carry-over`` is for
+a machine whose state may outlive the session: one slot may also hold a job that cannot end in time
+(the 100-layer net's 3.5 h); it is paused with a checkpoint at the deadline and the next invocation
+resumes it first. On a new machine it starts over, and only the time it ran is lost.
 """
 from __future__ import annotations
 
@@ -61,9 +65,14 @@ def main() -> None:
     p.add_argument("--state", type=Path, default=None, help="checkpoints, unfinished runs and logs")
     p.add_argument("--until", type=_deadline, default=None, metavar="HH:MM",
                    help="start only jobs expected to finish by then (local time, today or tomorrow)")
+    p.add_argument("--carry-over", action="store_true",
+                   help="with --until: one slot may also run a job that cannot end by then, paused at the "
+                        "deadline with a checkpoint and resumed first next time (if this machine's state survives)")
     p.add_argument("--status", action="store_true", help="show the campaign's state and exit")
     p.add_argument("--summary", action="store_true", help="searches: the candidates' validation errors and the choice")
     args = p.parse_args()
+    if args.carry_over and args.until is None:
+        p.error("--carry-over needs --until HH:MM: without a deadline every job already runs to its end")
     plans = [q for plan in args.plans for q in (("table1", "table2", "figures", "experiments") if plan == "all" else (plan,))]
     if args.summary:
         searches = [name for name in plans if name in SEARCHES] or [
@@ -82,7 +91,7 @@ def main() -> None:
         job.overrides = job.overrides + ["device=cuda" if cuda else "device=cpu"]
     state = args.state or default_state_dir()
     campaign = Campaign(jobs, args.records, state, parallel=args.jobs or (1 if cuda else 2),
-                        threads=None if cuda else args.threads, deadline=args.until)
+                        threads=None if cuda else args.threads, deadline=args.until, carry_over=args.carry_over)
     if args.status:
         rows = campaign.status()
         for r in rows:

@@ -65,7 +65,7 @@ def test_a_stopped_campaign_resumes_its_runs_from_their_checkpoints(fake_mnist, 
     assert Campaign(tiny_jobs(fake_mnist, epochs=400)[:1], records, state, out=out).run() == 0
     assert "resume mnist/a_dfa_s0" in out.getvalue()
     rows = (records / "mnist/a_dfa_s0/metrics.jsonl").read_text().splitlines()
-    assert [json.loads(r)["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) > done_before
+    assert [json.loads(r)["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) > done_before > 0
 
 
 def test_a_job_left_running_alone_takes_the_freed_slots_threads(fake_mnist, tmp_path):
@@ -196,6 +196,60 @@ def test_with_a_deadline_only_jobs_that_fit_start_longest_first(tmp_path):
     assert campaign(3000)._pick(queue) == 1          # a run already begun resumes first
 
 
+def test_carry_over_lets_one_slot_hold_a_job_longer_than_the_time_left(tmp_path):
+    """--carry-over: a job that cannot end by the deadline may take one slot, if its phase comes no
+    later than every job that can; a run already begun first, else the longest of that phase."""
+    records, state = tmp_path / "records", tmp_path / "state"
+    short = Job("mnist/a_dfa_s1", [], (1,), cost=100.0, stage=1)
+    long1 = Job("mnist/b_dfa_s1", [], (1,), cost=5000.0, stage=1)
+    longer1 = Job("mnist/c_dfa_s1", [], (1,), cost=9000.0, stage=1)
+    long3 = Job("mnist/d_dfa_s1", [], (1,), cost=5000.0, stage=3)
+    last = Job("mnist/e_dfa_s3", [], (3,), cost=9000.0, stage=4)
+
+    def campaign(carry_over=True, seconds_left=1000):
+        return Campaign([], records, state, deadline=time.time() + seconds_left, carry_over=carry_over)
+    assert campaign()._pick([short, long1, longer1]) == 2            # the longest that cannot fit
+    assert campaign(carry_over=False)._pick([short, long1, longer1]) == 0
+    assert campaign()._pick([short, long3]) == 0                      # no jumping the plan's phases
+    assert campaign()._pick([long3, last]) == 0                       # seeds 3–4 still wait for the rest
+    assert campaign(carry_over=False)._pick([long3]) is None
+    busy = campaign()
+    busy.carried.add("mnist/x_bp_s0")                                 # one slot already carries a job
+    assert busy._pick([short, long1]) == 0 and busy._pick([long1]) is None
+    assert campaign(seconds_left=-1)._pick([long1]) is None          # past the deadline: nothing new
+    (state / "runs" / "mnist" / "b_dfa_s1" / ".hydra").mkdir(parents=True)
+    (state / "runs" / "mnist" / "b_dfa_s1" / ".hydra" / "config.yaml").write_text("{}")
+    assert campaign()._pick([short, longer1, long1]) == 2             # begun before: resumed first
+
+
+def test_a_carried_over_job_is_paused_at_the_deadline_and_resumed_next_time(fake_mnist, tmp_path):
+    """The carried job checkpoints at the deadline; the next invocation resumes it to the end, its
+    records without a gap; a job that fits runs beside it as usual."""
+    from dfa_cli import campaign as campaign_module
+    records, state = tmp_path / "records", tmp_path / "state"
+    never_converges = tiny_jobs(fake_mnist, epochs=300)[1].overrides + ["optim.lr=1e-12"]
+    long_job = Job("mnist/b_bp_s1", never_converges, (1,), cost=36000.0)
+    short_job = Job("mnist/a_dfa_s0", tiny_jobs(fake_mnist, epochs=1)[0].overrides, (0,), cost=1.0)
+    out = io.StringIO()
+    old_poll, campaign_module.POLL_SECONDS = campaign_module.POLL_SECONDS, 0.2
+    try:
+        campaign = Campaign([long_job, short_job], records, state, out=out, deadline=time.time() + 8,
+                            carry_over=True, widen_after=1e9)
+        assert campaign.run() == 0
+    finally:
+        campaign_module.POLL_SECONDS = old_poll
+    log = out.getvalue()
+    assert "start  mnist/b_bp_s1" in log and "pause  mnist/b_bp_s1" in log and "paused mnist/b_bp_s1" in log
+    assert (records / "mnist/a_dfa_s0/summary.json").is_file()
+    assert not (records / "mnist/b_bp_s1").exists() and (state / "runs/mnist/b_bp_s1/checkpoint.pt").exists()
+    done_before = len((state / "runs/mnist/b_bp_s1/metrics.jsonl").read_text().splitlines())
+    again = io.StringIO()
+    assert Campaign([long_job, short_job], records, state, out=again).run() == 0
+    assert "resume mnist/b_bp_s1" in again.getvalue()
+    rows = (records / "mnist/b_bp_s1/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) > done_before > 0
+
+
 def test_a_campaign_with_no_job_that_fits_its_deadline_starts_nothing(fake_mnist, tmp_path):
     out = io.StringIO()
     jobs = [Job(j.name, j.overrides, j.seeds, cost=3600.0, record_names=j.record_names)
@@ -210,4 +264,11 @@ def test_reproduce_refuses_a_deadline_that_is_not_a_time_of_day():
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce.py"), "all", "--until", "9pm",
                            "--status"], capture_output=True, text=True)
     assert proc.returncode == 2 and "'9pm' is not a time of day as HH:MM" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_reproduce_refuses_carry_over_without_a_deadline():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce.py"), "all", "--carry-over",
+                           "--status"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--carry-over needs --until HH:MM" in proc.stderr
     assert "Traceback" not in proc.stderr
