@@ -222,8 +222,9 @@ def table2_jobs(seeds: list[int], stacked: bool = False) -> list[Job]:
     seed 0 for CONV_BOUNDED_EPOCHS; on a GPU all of it, seeds stacked."""
     bounded = {} if stacked else {(CONV_ROW, m): CONV_BOUNDED_EPOCHS for m in METHODS}
     jobs = _cells("table2", "cifar10", TABLE2_ROWS, seeds, stacked, bounded)
+    later_rows = (SEARCHES[DROPOUT_SEARCH["table2"]].row, CONV_ROW)
     for job in jobs:   # the dropout and conv rows come after the MLP cells of their seed
-        if job.stage == 1 and (job.waits_for or CONV_ROW in job.name):
+        if job.stage == 1 and any(job.name.startswith(f"cifar10/{row}_") for row in later_rows):
             job.stage = 2
     if 0 in seeds:
         jobs += SEARCHES["cifar10-dropout-search"].jobs()
