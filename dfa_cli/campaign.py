@@ -17,7 +17,7 @@ Order: the plan's (dfa_cli.plans: phases; by default seed 0 of every cell, then 
 nothing is left to start, the jobs still running take the freed slots' threads: each is paused
 with a checkpoint and resumed with its share (the same run; threads change float rounding at most).
 
-With a ``deadline`` (a machine lent for a few hours whose state does not outlive it), a job starts
+With a ``deadline`` (a machine lent for a few hours whose state may not outlive it), a job starts
 only if it is expected to finish by then: its expected time is the mean wall time of the committed
 records of the same cell (any seed), else the plan's estimate, less what a resumed run has already
 spent. A run already begun resumes first; then the longest job that fits goes first, so short ones
@@ -26,7 +26,7 @@ fill the end; a later phase starts when nothing of an earlier one fits, except t
 except a carried-over one: with ``carry_over`` (a machine whose state may outlive the session), one
 slot may hold a job that cannot finish by the deadline, the longest of the plan's earliest phase
 with such a job, so that runs longer than any session (the 100-layer net) still progress; it is
-paused with a checkpoint at the deadline, and the next invocation resumes it before anything else.
+paused with a checkpoint at the deadline, and the next invocation resumes it before starting new jobs.
 """
 from __future__ import annotations
 
