@@ -223,30 +223,33 @@ def test_carry_over_lets_one_slot_hold_a_job_longer_than_the_time_left(tmp_path)
 
 
 def test_a_carried_over_job_is_paused_at_the_deadline_and_resumed_next_time(fake_mnist, tmp_path):
-    """The carried job checkpoints at the deadline; the next invocation resumes it to the end, its
-    records without a gap; a job that fits runs beside it as usual."""
+    """The carried job checkpoints at the deadline while a job that fits runs beside it as usual;
+    the next invocation resumes it first, its epochs continuing without a gap."""
     from dfa_cli import campaign as campaign_module
     records, state = tmp_path / "records", tmp_path / "state"
-    never_converges = tiny_jobs(fake_mnist, epochs=300)[1].overrides + ["optim.lr=1e-12"]
-    long_job = Job("mnist/b_bp_s1", never_converges, (1,), cost=36000.0)
+    endless = tiny_jobs(fake_mnist, epochs=100000)[1].overrides + ["optim.lr=1e-12"]   # never converges
+    long_job = Job("mnist/b_bp_s1", endless, (1,), cost=36000.0)
     short_job = Job("mnist/a_dfa_s0", tiny_jobs(fake_mnist, epochs=1)[0].overrides, (0,), cost=1.0)
-    out = io.StringIO()
-    old_poll, campaign_module.POLL_SECONDS = campaign_module.POLL_SECONDS, 0.2
-    try:
-        campaign = Campaign([long_job, short_job], records, state, out=out, deadline=time.time() + 8,
+    metrics = state / "runs/mnist/b_bp_s1/metrics.jsonl"
+
+    def session(seconds: float) -> str:
+        out = io.StringIO()
+        campaign = Campaign([long_job, short_job], records, state, out=out, deadline=time.time() + seconds,
                             carry_over=True, widen_after=1e9)
         assert campaign.run() == 0
+        return out.getvalue()
+    old_poll, campaign_module.POLL_SECONDS = campaign_module.POLL_SECONDS, 0.2
+    try:
+        first = session(8)
+        done_before = len(metrics.read_text().splitlines())
+        assert (state / "runs/mnist/b_bp_s1/checkpoint.pt").exists()
+        second = session(8)
     finally:
         campaign_module.POLL_SECONDS = old_poll
-    log = out.getvalue()
-    assert "start  mnist/b_bp_s1" in log and "pause  mnist/b_bp_s1" in log and "paused mnist/b_bp_s1" in log
-    assert (records / "mnist/a_dfa_s0/summary.json").is_file()
-    assert not (records / "mnist/b_bp_s1").exists() and (state / "runs/mnist/b_bp_s1/checkpoint.pt").exists()
-    done_before = len((state / "runs/mnist/b_bp_s1/metrics.jsonl").read_text().splitlines())
-    again = io.StringIO()
-    assert Campaign([long_job, short_job], records, state, out=again).run() == 0
-    assert "resume mnist/b_bp_s1" in again.getvalue()
-    rows = (records / "mnist/b_bp_s1/metrics.jsonl").read_text().splitlines()
+    assert "start  mnist/b_bp_s1" in first and "pause  mnist/b_bp_s1" in first and "paused mnist/b_bp_s1" in first
+    assert (records / "mnist/a_dfa_s0/summary.json").is_file() and not (records / "mnist/b_bp_s1").exists()
+    assert "resume mnist/b_bp_s1" in second and "paused mnist/b_bp_s1" in second
+    rows = metrics.read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) > done_before > 0
 
 
