@@ -174,7 +174,13 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
     nostop = [j for j in jobs if "relu_bp_nostop" in j.name]
     uniform = [j for j in jobs if "fc800x4_tanh_fa_uniform" in j.name]
     zca = [j for j in jobs if "fc1000x1_tanh_zca" in j.name]
-    assert len(nostop) + len(uniform) + len(zca) == len(jobs) and {j.stage for j in jobs} == {1}
+    halved_lr = [j for j in jobs if "fc1000x1_tanh_lr5e-5" in j.name]
+    assert len(nostop) + len(uniform) + len(zca) + len(halved_lr) == len(jobs) and {j.stage for j in jobs} == {1}
+    for job in halved_lr:                                # the cell's protocol, but for the LR
+        cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
+        assert (cfg.optim.lr, cell.optim.lr) == (5e-5, 1e-4)
+        cfg.optim.lr = cell.optim.lr
+        assert cfg == cell
     cfg = compose_config(*zca[0].overrides)
     assert (cfg.data.name, cfg.data.preprocess, compose_config("experiment=table2/fc1000x1_tanh").data.preprocess
             ) == ("cifar10", "zca", "none")
