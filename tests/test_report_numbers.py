@@ -44,12 +44,13 @@ def test_each_shortened_setting_has_its_own_mark_and_footnote(tmp_path, capsys):
     assert r"n=2$^{\dagger}$" in latex and r"n=1$^{\ddagger}$" in latex
 
 
-def test_a_marked_cell_is_never_flagged(tmp_path, capsys):
+def test_a_marked_cell_is_never_flagged_and_shows_no_delta(tmp_path, capsys):
     write_cell(tmp_path, "quick", [9.0, 11.0], subset=2000, n_train=2000)   # Δ ≈ +8: far from the paper
     cell = one(csv_cells(tmp_path, capsys=capsys), table="table1_mnist", row="2x800 tanh", method="dfa")
     assert cell["shortened"] and not cell["flagged"] and cell["delta"] == pytest.approx(10.0 - 1.74)
+    assert pd.isna(cell["delta_display"])          # the raw Δ stays in the CSV; no Δ is shown beside it
     out, _ = cli(tmp_path, "--format", "markdown", capsys=capsys)
-    assert "⚑" not in table_row(out, "Table 1", "2x800 tanh")[9]
+    assert table_row(out, "Table 1", "2x800 tanh")[9] == "—"
 
 
 def test_the_csv_carries_rounded_display_columns_beside_the_raw_ones(tmp_path, capsys):

@@ -52,7 +52,8 @@ def paper_text(c) -> str:
 
 
 def delta_text(c, digits: int) -> str:
-    if not _finite(c.delta):
+    """Δ with its flag; none for a shortened cell, whose number is not the paper's protocol."""
+    if not _finite(c.delta) or c.shortened:
         return NONE
     return _fmt(c.delta, digits, sign=True) + (f" {FLAG}" if c.flagged else "")
 
@@ -63,7 +64,7 @@ def add_display_columns(cells: pd.DataFrame, digits: int) -> pd.DataFrame:
     rows = list(cells.itertuples(index=False))
     cells["ours_display"] = [ours_text(c, digits) for c in rows]
     cells["paper_display"] = [c.paper_text or "" for c in rows]
-    cells["delta_display"] = [delta_text(c, digits) if _finite(c.delta) else "" for c in rows]
+    cells["delta_display"] = [delta_text(c, digits) if _finite(c.delta) and not c.shortened else "" for c in rows]
     return cells
 
 
@@ -80,7 +81,7 @@ def shortened_notes(cells: pd.DataFrame) -> list[str]:
     for mark, group in marked.groupby("mark", sort=False):
         which = ", ".join(f"{method_label(c.method)} {c.row}" for c in group.itertuples())
         notes.append(f"{mark} shortened runs, not the paper's protocol: {group['setting'].iloc[0]} "
-                     f"({which}). Not comparable with the paper's numbers; never flagged.")
+                     f"({which}). Not comparable with the paper's numbers: no Δ, never flagged.")
     return notes
 
 
