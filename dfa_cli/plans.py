@@ -263,7 +263,7 @@ def experiment_jobs() -> list[Job]:
                ["experiment=table2/fc1000x1_tanh", f"method={m}", "data.preprocess=zca"], (0,),
                cost=TABLE2_ROWS["fc1000x1_tanh"] * METHOD_COST[m], stage=1) for m in ("dfa", "bp")]
     # ZCA was not it. Five of the six dropout-free MLP cells pass the paper's final training
-    # error at epoch 170–200 of 300, as if the paper's runs took smaller steps, and the author's
+    # error at epoch 169–201 of 300, as if the paper's runs took smaller steps, and the author's
     # README trains CIFAR-10's conv net at 5e-5: the 1x1000 cells at that LR say whether it explains
     # the plateau gap.
     halved_lr = [Job(f"cifar10-experiments/fc1000x1_tanh_lr5e-5_{m}_s0",

@@ -64,7 +64,7 @@ def add_display_columns(cells: pd.DataFrame, digits: int) -> pd.DataFrame:
     rows = list(cells.itertuples(index=False))
     cells["ours_display"] = [ours_text(c, digits) for c in rows]
     cells["paper_display"] = [c.paper_text or "" for c in rows]
-    cells["delta_display"] = [delta_text(c, digits) if _finite(c.delta) and not c.shortened else "" for c in rows]
+    cells["delta_display"] = ["" if d == NONE else d for d in (delta_text(c, digits) for c in rows)]
     return cells
 
 
