@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from dfa_cli.report.build import Options, build_report, table_markdown  # noqa: E402
 from dfa_cli.report.collect import collect  # noqa: E402
 from dfa_cli.campaign import preset_sets  # noqa: E402
-from dfa_cli.plans import PRESETS, SEARCHES  # noqa: E402
+from dfa_cli.plans import DROPOUT_SEARCH, FA_DROPOUT_SEARCH, PRESETS, SEARCHES  # noqa: E402
 from dfa_cli.report.spec import TABLES  # noqa: E402
 
 README = REPO / "README.md"
@@ -51,11 +51,12 @@ class Table(NamedTuple):
     data: str          # the records' folder under results/paper, and dfa-report's --table
     number: int        # the paper's table
     search: str        # its dropout row's validation search (dfa_cli.plans.SEARCHES)
+    fa_search: str     # the same row's search for FA
     anchor: str        # where docs/reproduction.md says how the campaign runs it
 
 
-TABLE1 = Table("mnist", 1, "dropout-search", "#reproducing-the-tables-on-a-cpu")
-TABLE2 = Table("cifar10", 2, "cifar10-dropout-search", "#table-2-on-a-cpu")
+TABLE1 = Table("mnist", 1, DROPOUT_SEARCH["table1"], FA_DROPOUT_SEARCH["table1"], "#reproducing-the-tables-on-a-cpu")
+TABLE2 = Table("cifar10", 2, DROPOUT_SEARCH["table2"], FA_DROPOUT_SEARCH["table2"], "#table-2-on-a-cpu")
 TABLES_SHOWN = (TABLE1, TABLE2)
 
 
@@ -124,11 +125,26 @@ def search_table(records: Path, name: str, heading: str) -> str:
         verdict = "The choice waits until every candidate has finished."
     else:
         settings = " ".join(f"{k}={v}" for k, v in choice["settings"].items())
-        named = preset_sets(PRESETS / search.table / f"{search.row}.yaml", "trainer.lr_schedule")
-        verdict = (f"Chosen, by the lowest best {search.window}-epoch mean validation error: **{choice['candidate']}**, "
-                   f"trained for {choice['best_window_end_epoch']} epochs (where that window ends); "
-                   f"the row's preset {'sets' if named else 'is to set (not yet done)'} `{settings}`.")
+        chosen = (f"Chosen, by the lowest best {search.window}-epoch mean validation error: **{choice['candidate']}**, "
+                  f"trained for {choice['best_window_end_epoch']} epochs (where that window ends)")
+        if name in DROPOUT_SEARCH.values():
+            named = preset_sets(PRESETS / search.table / f"{search.row}.yaml", "trainer.lr_schedule")
+            verdict = f"{chosen}; the row's preset {'sets' if named else 'is to set (not yet done)'} `{settings}`."
+        else:
+            verdict = f"{chosen}: {_against_row_choice(records, search, choice)}."
     return "\n".join(lines) + f"\n\n{verdict} (Row: `experiment={search.table}/{search.row}`.)"
+
+
+def _against_row_choice(records: Path, search, choice: dict) -> str:
+    """A second search's choice (FA's) set against the one its row runs, its first search's (DFA's):
+    the same LR and schedule or not, training time aside."""
+    first = next(SEARCHES[n] for n in DROPOUT_SEARCH.values() if SEARCHES[n].row == search.row)
+    row = first.choice(first.summary(records))
+    if row is None:
+        return f"the row's own search ({first.method.upper()}) has not chosen yet"
+    same = all(choice["settings"][k] == row["settings"][k] for k in ("optim.lr", "trainer.lr_schedule"))
+    return (f"{'the same' if same else 'not the'} LR and schedule as the row's choice "
+            f"({first.method.upper()}'s **{row['candidate']}**), which its {search.method.upper()} cell runs")
 
 
 def _row_name(preset: str) -> str:
@@ -223,13 +239,10 @@ def details_block(table: Table, records: Path, figure_files: list[Path], page: P
     parts = [table_markdown([records / table.data], table.data, parts=("paired",)), ""]
     heading = "### The dropout row's validation search" if table.number == 1 else \
         f"### Table {table.number}: the dropout row's validation search"
-    search = search_table(records, table.search, heading)
-    if search:
-        parts += [search, ""]
-    if table.number == 1:
-        extra = search_table(records, "fa-dropout-search", "### The dropout row's validation search for FA")
-        if extra:
-            parts += [extra, ""]
+    for name, title in ((table.search, heading), (table.fa_search, heading + " for FA")):
+        search = search_table(records, name, title)
+        if search:
+            parts += [search, ""]
     rows = of_kind(figure_files, f"learning-curves_table{table.number}")
     if rows:
         parts += ["Learning curves per row: " + " · ".join(

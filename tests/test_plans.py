@@ -50,8 +50,13 @@ def test_table2_plan_mlp_cells_and_search_first_then_the_dropout_and_conv_rows()
     phase1 = [j for j in jobs if j.stage == 1]
     assert {j.name.split("/")[1].rsplit("_", 2)[0] for j in phase1 if j.name.startswith("cifar10/")} == {
         "fc1000x1_tanh", "fc1000x3_tanh"}
-    assert sum(j.name.startswith("cifar10-validation/fc1000x3_tanh_dropout_") for j in phase1) == \
-        len(SEARCHES["cifar10-dropout-search"].candidates)
+    searches = [j for j in phase1 if j.name.startswith("cifar10-validation/fc1000x3_tanh_dropout_")]
+    assert len(searches) == len(SEARCHES["cifar10-dropout-search"].candidates) + \
+        len(SEARCHES["cifar10-fa-dropout-search"].candidates)
+    fa_search = [j for j in searches if j.name.endswith("_fa_s0")]     # FA's own, DFA's candidates
+    assert [j.name.replace("_fa_s0", "_dfa_s0") for j in fa_search] == [
+        j.name for j in searches if j.name.endswith("_dfa_s0")]
+    assert all("method=fa" in j.overrides and "data.split=validation" in j.overrides for j in fa_search)
     phase2 = {j.name for j in jobs if j.stage == 2}
     assert phase2 == {f"cifar10/{row}_{m}_s0" for row in ("fc1000x3_tanh_dropout", "conv_tanh")
                       for m in ("bp", "fa", "dfa")}
@@ -166,7 +171,8 @@ def test_reproduce_status_and_summary_run_without_training(tmp_path):
     assert "0/" in out.stdout.splitlines()[-1]
     out = subprocess.run(cmd + ["table2", "--summary", *env_state], capture_output=True, text=True, timeout=120)
     summary = json.loads(out.stdout)
-    assert list(summary) == ["cifar10-dropout-search"] and summary["cifar10-dropout-search"]["choice"] is None
+    assert list(summary) == ["cifar10-dropout-search", "cifar10-fa-dropout-search"]
+    assert all(summary[name]["choice"] is None for name in summary)
 
 
 def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
@@ -204,3 +210,21 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
     cfg.init, cell.init = None, None
     assert cfg == cell                                    # the cell's protocol, but for the start
     assert set(j.name for j in jobs) <= set(j.name for j in campaign_jobs(["experiments"], [0]))
+
+
+def test_a_second_search_says_whether_it_chose_what_its_row_runs(tmp_path):
+    """FA's own search of a dropout row is set against DFA's, whose choice the row runs."""
+    from conftest import load_script
+    search_table = load_script("reproduction").search_table
+    row, fa = SEARCHES["cifar10-dropout-search"], SEARCHES["cifar10-fa-dropout-search"]
+    for name in fa.candidates:
+        _curve(tmp_path, fa, name, [2.0] * 10 if name == "lr3e-4" else [3.0] * 10)
+    assert "**lr3e-4**" in search_table(tmp_path, "cifar10-fa-dropout-search", "### FA")
+    assert "the row's own search (DFA) has not chosen yet" in search_table(tmp_path, "cifar10-fa-dropout-search", "h")
+    for name in row.candidates:
+        _curve(tmp_path, row, name, [2.0] * 10 if name == "constant" else [3.0] * 10)
+    text = search_table(tmp_path, "cifar10-fa-dropout-search", "### FA")
+    assert "not the LR and schedule as the row's choice (DFA's **constant**)" in text
+    _curve(tmp_path, fa, "constant", [1.0] * 10)
+    text = search_table(tmp_path, "cifar10-fa-dropout-search", "### FA")
+    assert "**constant**" in text and "the same LR and schedule as the row's choice (DFA's **constant**)" in text
