@@ -142,7 +142,9 @@ def _against_row_choice(records: Path, search, choice: dict) -> str:
     row = first.choice(first.summary(records))
     if row is None:
         return f"the row's own search ({first.method.upper()}) has not chosen yet"
-    same = all(choice["settings"][k] == row["settings"][k] for k in ("optim.lr", "trainer.lr_schedule"))
+    def schedule(c: dict) -> dict:
+        return {k: v for k, v in c["settings"].items() if k != "trainer.max_epochs"}
+    same = schedule(choice) == schedule(row)
     return (f"{'the same' if same else 'not the'} LR and schedule as the row's choice "
             f"({first.method.upper()}'s **{row['candidate']}**), which its {search.method.upper()} cell runs")
 
