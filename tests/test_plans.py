@@ -191,6 +191,8 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
     for job in control + uniform:                        # the cell's protocol, but for the start
         cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
         assert (cfg.method.name, cfg.init.name, cell.init.name) == ("fa", "uniform", "paper")
+        cfg.init, cell.init = None, None
+        assert cfg == cell
     for job in halved_lr:                                # the cell's protocol, but for the LR
         cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
         assert (cfg.optim.lr, cell.optim.lr) == (5e-5, 1e-4)
