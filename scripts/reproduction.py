@@ -50,13 +50,21 @@ FIGURE_RUNS = "mnist-figures"   # the t-SNE and alignment runs (dfa_cli.plans.fi
 class Table(NamedTuple):
     data: str          # the records' folder under results/paper, and dfa-report's --table
     number: int        # the paper's table
-    search: str        # its dropout row's validation search (dfa_cli.plans.SEARCHES)
-    fa_search: str     # the same row's search for FA
     anchor: str        # where docs/reproduction.md says how the campaign runs it
 
+    @property
+    def search(self) -> str:
+        """Its dropout row's validation search (dfa_cli.plans.SEARCHES), whose choice the row runs."""
+        return DROPOUT_SEARCH[f"table{self.number}"]
 
-TABLE1 = Table("mnist", 1, DROPOUT_SEARCH["table1"], FA_DROPOUT_SEARCH["table1"], "#reproducing-the-tables-on-a-cpu")
-TABLE2 = Table("cifar10", 2, DROPOUT_SEARCH["table2"], FA_DROPOUT_SEARCH["table2"], "#table-2-on-a-cpu")
+    @property
+    def fa_search(self) -> str:
+        """The same row's search for FA."""
+        return FA_DROPOUT_SEARCH[f"table{self.number}"]
+
+
+TABLE1 = Table("mnist", 1, "#reproducing-the-tables-on-a-cpu")
+TABLE2 = Table("cifar10", 2, "#table-2-on-a-cpu")
 TABLES_SHOWN = (TABLE1, TABLE2)
 
 
@@ -138,13 +146,12 @@ def search_table(records: Path, name: str, heading: str) -> str:
 def _against_row_choice(records: Path, search, choice: dict) -> str:
     """A second search's choice (FA's) set against the one its row runs, its first search's (DFA's):
     the same LR and schedule or not, training time aside."""
-    first = next(SEARCHES[n] for n in DROPOUT_SEARCH.values() if SEARCHES[n].row == search.row)
+    first = SEARCHES[DROPOUT_SEARCH[search.table]]
     row = first.choice(first.summary(records))
     if row is None:
         return f"the row's own search ({first.method.upper()}) has not chosen yet"
-    def schedule(c: dict) -> dict:
-        return {k: v for k, v in c["settings"].items() if k != "trainer.max_epochs"}
-    same = schedule(choice) == schedule(row)
+    schedules = [{k: v for k, v in c["settings"].items() if k != "trainer.max_epochs"} for c in (choice, row)]
+    same = schedules[0] == schedules[1]
     return (f"{'the same' if same else 'not the'} LR and schedule as the row's choice "
             f"({first.method.upper()}'s **{row['candidate']}**), which its {search.method.upper()} cell runs")
 
