@@ -191,29 +191,43 @@ def annotate_marks(ax, xs, ys, marks: pd.Series) -> None:
             ax.annotate(mark, (x, y), xytext=(5, -2), textcoords="offset points", fontsize=9)
 
 
+def row_chart(frame: pd.DataFrame, base_height: float, per_bar: float):
+    """A horizontal chart with one band per table row and one bar per method in it."""
+    labels = list(dict.fromkeys(frame["row"]))
+    methods = method_order(frame["method"])
+    fig, axes = new_figure(6.0, base_height + per_bar * len(labels) * len(methods))
+    return fig, axes[0][0], labels, methods
+
+
+def by_method(frame: pd.DataFrame, labels: list[str], methods: list[str]):
+    """Each method's rows in table order, with y positions that set a row's methods side by side."""
+    for i, method in enumerate(methods):
+        y = [j + (i - (len(methods) - 1) / 2) * 0.8 / len(methods) for j in range(len(labels))]
+        yield method, frame[frame["method"] == method].set_index("row").reindex(labels), y
+
+
+def label_rows(ax, labels: list[str]) -> None:
+    """One tick per table row, the first at the top, as in the table."""
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels)
+    ax.invert_yaxis()
+
+
 def ours_vs_paper_figure(title: str, cells: pd.DataFrame, path: Path) -> Path | None:
     """A paper table's rows that have runs of ours: ours (filled) beside the paper (open), ± std,
     one colour per method; a log axis when the errors span a factor of 3 or more."""
     rows = cells.groupby("row_id").filter(lambda r: r["ours_mean"].notna().any())
     if rows.empty:
         return None
-    labels = list(dict.fromkeys(rows["row"]))
-    methods = method_order(rows["method"])
-    height = 1.4 + 0.32 * len(labels) * len(methods)
-    fig, axes = new_figure(6.0, height)
-    ax = axes[0][0]
-    for i, method in enumerate(methods):
-        m = rows[rows["method"] == method].set_index("row").reindex(labels)
-        y = [j + (i - (len(methods) - 1) / 2) * 0.8 / len(methods) for j in range(len(labels))]
+    fig, ax, labels, methods = row_chart(rows, 1.4, 0.32)
+    for method, m, y in by_method(rows, labels, methods):
         ax.errorbar(m["ours_mean"], y, xerr=m["ours_std"].fillna(0), fmt="o", color=colour(method),
                     markersize=5, capsize=2, label=f"{method_label(method)}, ours")
         ax.errorbar(m["paper_mean"], [v + 0.12 / len(methods) for v in y], xerr=m["paper_std"].fillna(0), fmt="D",
                     color=colour(method), markerfacecolor="white", markersize=4, capsize=2, alpha=0.9,
                     label=f"{method_label(method)}, paper")
         annotate_marks(ax, m["ours_mean"], y, m["mark"])
-    ax.set_yticks(range(len(labels)))
-    ax.set_yticklabels(labels)
-    ax.invert_yaxis()
+    label_rows(ax, labels)
     ax.set_xlabel("test error (%), mean ± std")
     log_axis(ax, axis="x")
     handles, names = ax.get_legend_handles_labels()
@@ -228,23 +242,15 @@ def paired_figure(title: str, pairs: pd.DataFrame, path: Path) -> Path | None:
     pairs = pairs[pairs["n_pairs"] > 0]
     if pairs.empty:
         return None
-    labels = list(dict.fromkeys(pairs["row"]))
-    methods = method_order(pairs["method"])
-    height = 1.2 + 0.35 * len(labels) * len(methods)
-    fig, axes = new_figure(6.0, height)
-    ax = axes[0][0]
-    for i, method in enumerate(methods):
-        m = pairs[pairs["method"] == method].set_index("row").reindex(labels)
-        y = [j + (i - (len(methods) - 1) / 2) * 0.8 / len(methods) for j in range(len(labels))]
+    fig, ax, labels, methods = row_chart(pairs, 1.2, 0.35)
+    for method, m, y in by_method(pairs, labels, methods):
         low = (m["mean_diff"] - m["ci_low"]).fillna(0)
         high = (m["ci_high"] - m["mean_diff"]).fillna(0)
         ax.errorbar(m["mean_diff"], y, xerr=[low, high], fmt="o", color=colour(method), capsize=3,
                     markersize=4, label=f"{method_label(method)} − BP")
         annotate_marks(ax, m["mean_diff"], y, m["mark"])   # pairs of shortened runs
     ax.axvline(0, color="grey", linewidth=1)
-    ax.set_yticks(range(len(labels)))
-    ax.set_yticklabels(labels)
-    ax.invert_yaxis()
+    label_rows(ax, labels)
     ax.set_xlabel("difference in test error (percentage points), mean and 95 % interval")
     handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=len(methods), frameon=False,
