@@ -179,16 +179,19 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
     jobs = plans.experiment_jobs()
     nostop = [j for j in jobs if "relu_bp_nostop" in j.name]
     uniform = [j for j in jobs if "fc800x4_tanh_fa_uniform" in j.name]
-    control = [j for j in jobs if "_fa_uniform" in j.name and "fc800x4" not in j.name]
+    control = [j for j in jobs if j.name.startswith("mnist-experiments/") and "_fa_uniform" in j.name
+               and "fc800x4" not in j.name]
+    dropout_uniform = [j for j in jobs if "fc1000x3_tanh_dropout_fa_uniform" in j.name]
     zca = [j for j in jobs if "fc1000x1_tanh_zca" in j.name]
     halved_lr = [j for j in jobs if "fc1000x1_tanh_lr5e-5" in j.name]
-    assert len(nostop) + len(uniform) + len(control) + len(zca) + len(halved_lr) == len(jobs)
+    assert len(nostop) + len(uniform) + len(control) + len(dropout_uniform) + len(zca) + len(halved_lr) == len(jobs)
+    assert [j.seeds for j in dropout_uniform] == [(0,)]
     assert {j.stage for j in jobs if j not in control} == {1}
     # the uniform-start control: seed 0 settles with the ⚑ cells, seeds 1–2 go with Table 1's seeds
     assert sorted((j.name.split("/")[1], j.stage) for j in control) == [
         (f"{row}_fa_uniform_s{s}", 1 if s == 0 else plans.SEED_PHASE["table1"][s])
         for row in ("fc800x2_tanh", "fc800x3_tanh") for s in (0, 1, 2)]
-    for job in control + uniform:                        # the cell's protocol, but for the start
+    for job in control + uniform + dropout_uniform:      # the cell's protocol, but for the start
         cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
         assert (cfg.method.name, cfg.init.name, cell.init.name) == ("fa", "uniform", "paper")
         cfg.init, cell.init = None, None
