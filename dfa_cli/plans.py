@@ -287,9 +287,9 @@ def experiment_jobs() -> list[Job]:
                      ["experiment=table2/fc1000x1_tanh", f"method={m}", "optim.lr=5e-5"], (0,),
                      cost=TABLE2_ROWS["fc1000x1_tanh"] * METHOD_COST[m], stage=1) for m in ("dfa", "bp")]
     # CIFAR-10's dropout FA stops fitting after ~50 epochs (57 % online training error, paper 48.9)
-    # while FA without dropout and DFA with it fit on, and FA's own search finds the row's schedule
-    # no worse. What is left that sets FA apart is its zero start of layers 2–4: from the uniform
-    # start (B = that start) says whether the start is why.
+    # while FA without dropout and DFA with it fit on, and in FA's own search a larger LR does worse
+    # than the row's. The start has moved an FA cell before (4x800 on MNIST): from the uniform start
+    # (B = that start) says whether FA's zero start of the layers above the first is why.
     dropout_uniform = [Job("cifar10-experiments/fc1000x3_tanh_dropout_fa_uniform_s0",
                            ["experiment=table2/fc1000x3_tanh_dropout", "method=fa", "init=uniform"], (0,),
                            cost=TABLE2_ROWS["fc1000x3_tanh_dropout"] * METHOD_COST["fa"], stage=1)]
