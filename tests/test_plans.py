@@ -209,11 +209,6 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
     cfg = compose_config(*nostop[0].overrides)
     assert (cfg.model.activation, cfg.method.name, cfg.trainer.stop_train_error, cfg.trainer.max_epochs) == (
         "relu", "bp", 0, 100)
-    cell = compose_config("experiment=table1/fc800x4_tanh", "method=fa")
-    cfg = compose_config(*uniform[0].overrides)
-    assert (cfg.method.name, cfg.init.name, cell.init.name) == ("fa", "uniform", "paper")
-    cfg.init, cell.init = None, None
-    assert cfg == cell                                    # the cell's protocol, but for the start
     assert set(j.name for j in jobs) <= set(j.name for j in campaign_jobs(["experiments"], [0]))
 
 
