@@ -184,7 +184,17 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
     dropout_uniform = [j for j in jobs if "fc1000x3_tanh_dropout_fa_uniform" in j.name]
     zca = [j for j in jobs if "fc1000x1_tanh_zca" in j.name]
     halved_lr = [j for j in jobs if "fc1000x1_tanh_lr5e-5" in j.name]
-    assert len(nostop) + len(uniform) + len(control) + len(dropout_uniform) + len(zca) + len(halved_lr) == len(jobs)
+    alignment = [j for j in jobs if "_fa_alignment" in j.name]
+    assert len(nostop) + len(uniform) + len(control) + len(dropout_uniform) + len(zca) + len(halved_lr) \
+        + len(alignment) == len(jobs)
+    for job in alignment:           # the cell's protocol, measured, up to a bounded epoch
+        cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
+        assert (job.name.startswith("cifar10-experiments/"), cfg.diagnostics.alignment, cell.diagnostics.alignment,
+                cfg.trainer.max_epochs) == (True, True, False, plans.ALIGNMENT_EPOCHS)
+        assert cell.trainer.max_epochs > plans.ALIGNMENT_EPOCHS
+        cfg.diagnostics.alignment, cfg.trainer.max_epochs = False, cell.trainer.max_epochs
+        assert cfg == cell
+    assert {cfg.dropout.hidden > 0 for cfg in (compose_config(*j.overrides) for j in alignment)} == {True, False}
     assert [j.seeds for j in dropout_uniform] == [(0,)]
     assert {j.stage for j in jobs if j not in control} == {1}
     # the uniform-start control: seed 0 settles with the ⚑ cells, seeds 1–2 go with Table 1's seeds
