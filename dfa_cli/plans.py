@@ -46,9 +46,10 @@ ALIGNMENT_EPOCHS = 60
 # bounded number of epochs: through 100 tanh layers their error signal (Wᵀδ or Bδ at every layer)
 # shrinks geometrically, so neither is expected to learn, and 300 epochs of it would cost ~7 CPU hours.
 DEEP_ROW, DEEP_BOUNDED_EPOCHS = "fc240x100_tanh", 30
-# The conv row costs ~48 CPU hours a run at 300 epochs; on a CPU its three cells run seed 0 for this
-# many epochs (marked † in the table): ~2 h a run, so that each ends within one lent machine's few
-# hours (its checkpoints die with it). On a GPU the full row runs, seeds stacked.
+# The conv row was planned at 580 s an epoch (~48 CPU hours a run at 300 epochs; measured since: 353–388 s,
+# ~30 h). On a CPU its three cells run seed 0 for this many epochs (marked † in the table), planned at
+# ~2 h a run (measured 1.2–1.3 h), so that each ends within one lent machine's few hours (its
+# checkpoints die with it). On a GPU the full row runs, seeds stacked.
 CONV_ROW, CONV_BOUNDED_EPOCHS = "conv_tanh", 12
 SEED_PHASE = {"table1": {0: 0, 1: 3, 2: 3}, "table2": {0: 1, 1: 4, 2: 4}}   # other seeds: phase 5
 # Table 1's cells flagged ⚑ on one seed (2026-12-02): their seeds 1–2 go with phase 1, as they
