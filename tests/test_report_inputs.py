@@ -217,3 +217,20 @@ def test_the_deep_row_s_bounded_bp_and_fa_runs_are_marked_cells(tmp_path, capsys
     assert not one(cells, table="table1_mnist", row="100x240 tanh", method="dfa")["shortened"]
     out, _ = cli(tmp_path, "--format", "markdown", capsys=capsys)
     assert "† shortened runs, not the paper's protocol: trainer.max_epochs=30 (BP 100x240 tanh, FA 100x240 tanh)" in out
+
+
+def test_whitened_inputs_make_an_mlp_run_another_experiment_but_are_the_conv_row_s_protocol(tmp_path, capsys):
+    """The MLP rows take inputs in [0, 1], the conv rows ZCA (the author's README): a ZCA MLP run, or a
+    conv run without ZCA, is another experiment, never the paper's cell."""
+    write_cell(tmp_path, "mlp", [1.7])
+    write_cell(tmp_path, "mlp_zca", [1.9], seed0=1, preprocess="zca")
+    write_cell(tmp_path, "mlp_old", [1.8], seed0=2, drop=("preprocess",), hydra=False)   # before ZCA existed
+    conv = dict(data="cifar10", model="conv", lr=5e-5, hidden=None, n_train=50000, init="zero")
+    write_cell(tmp_path, "conv", [25.0], **conv, preprocess="zca")
+    write_cell(tmp_path, "conv_raw", [30.0], seed0=1, **conv, preprocess="none")
+    cells = csv_cells(tmp_path, capsys=capsys)
+    assert one(cells, table="table1_mnist", row="2x800 tanh", method="dfa")["seeds"] == "0 2"
+    assert one(cells, table="table2_cifar10", row="CONV tanh", method="dfa")["seeds"] == "0"
+    other = cells[cells["table"] == "other_runs"]
+    assert sorted(zip(other["data"], other["setting"])) == [("cifar10", "data.preprocess=none"),
+                                                            ("mnist", "data.preprocess=zca")]

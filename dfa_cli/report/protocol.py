@@ -3,9 +3,9 @@
 
 The answer is two lists of dfa-run overrides: *shortcuts* (fewer training or test examples, fewer
 epochs of the same schedule) make a quick version of a paper cell, marked †; *changes* (another
-optimizer, LR, schedule, init, stop threshold, dropout rate …) make a different experiment. A
-setting that neither file records is a change written ``key=?``: a paper cell is claimed only for
-runs known to follow the protocol.
+optimizer, LR, schedule, init, stop threshold, dropout rate, input whitening …) make a different
+experiment. A setting that neither file records is a change written ``key=?``: a paper cell is
+claimed only for runs known to follow the protocol.
 """
 from __future__ import annotations
 
@@ -90,6 +90,12 @@ def departures(s: dict, config) -> tuple[list[str], list[str]]:
     lr = value("lr", "optim.lr")
     if lr is MISSING or not _close(lr, protocol.lr):
         changes.append(f"optim.lr={'?' if lr is MISSING else format(lr, 'g')}")
+
+    # the inputs (records from before ZCA existed say nothing, and were in [0, 1])
+    preprocess = value("preprocess", "data.preprocess")
+    preprocess = "none" if preprocess is MISSING else preprocess
+    if preprocess != protocol.preprocess:
+        changes.append(f"data.preprocess={preprocess}")
 
     # the initial condition: the requested option, else the resolved start against the paper's rule
     if s.get("init_config") is not None:

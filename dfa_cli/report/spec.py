@@ -59,6 +59,9 @@ PROTOCOL = {  # summary key → (dfa-run override, .hydra/config.yaml key, the p
     "stop_train_error": ("trainer.stop_train_error", "trainer.stop_train_error", 0.01),
 }
 PROTOCOL_LR = {("cifar10", "conv"): 5e-5, ("cifar100", "conv"): 2.5e-5}
+# ZCA for the conv rows (the author's README); else inputs in [0, 1] (the MLP rows' whitening is our
+# choice where the sources leave it open: see the README)
+PROTOCOL_PREPROCESS = {("cifar10", "conv"): "zca", ("cifar100", "conv"): "zca"}
 DEFAULT_LR, DEFAULT_EPOCHS = 1e-4, 300
 PAPER_DROPOUT = {"input": 0.1, "hidden": 0.5, "conv": [0.25, 0.25, 0.5]}  # the dropout rows
 PAPER_ADVERSARIAL_EPS = 0.08   # FGSM of the "+ adversarial" row, inputs unclipped
@@ -84,6 +87,7 @@ class Protocol:
     lr_max_halvings: int | None = None    # auto only
     max_epochs: int = DEFAULT_EPOCHS
     lr: float = DEFAULT_LR
+    preprocess: str = "none"
     source: str = ""                      # where a row's own protocol comes from (its preset)
 
 
@@ -124,14 +128,15 @@ def _get(tree, dotted: str, default=None):
 @lru_cache(maxsize=None)
 def _row_protocol(data: str, model: str, activation: str, variant: str, conf) -> Protocol:
     lr = PROTOCOL_LR.get((data, model), DEFAULT_LR)
+    preprocess = PROTOCOL_PREPROCESS.get((data, model), "none")
     preset = PRESET_ROWS.get((data, model, activation, variant))
     if preset is None:
-        return Protocol(lr=lr)
+        return Protocol(lr=lr, preprocess=preprocess)
     file = conf / "experiment" / f"{preset}.yaml"
     chosen = _read_yaml(file)
     schedule = _get(chosen, "trainer.lr_schedule")
     if schedule is None:   # not chosen yet: the row runs as every other row
-        return Protocol(lr=lr)
+        return Protocol(lr=lr, preprocess=preprocess)
     defaults = _get(_read_yaml(conf / "config.yaml"), "trainer") or {}
 
     def pick(key):
@@ -141,7 +146,8 @@ def _row_protocol(data: str, model: str, activation: str, variant: str, conf) ->
                     lr_step_epochs=pick("lr_step_epochs") if schedule == "step" else None,
                     lr_max_halvings=pick("lr_max_halvings") if schedule == "auto" else None,
                     max_epochs=_get(chosen, "trainer.max_epochs") or DEFAULT_EPOCHS,
-                    lr=_get(chosen, "optim.lr") or lr, source=f"conf/experiment/{preset}.yaml")
+                    lr=_get(chosen, "optim.lr") or lr, preprocess=preprocess,
+                    source=f"conf/experiment/{preset}.yaml")
 
 
 def row_protocol(data: str, model: str, activation: str, variant: str) -> Protocol:
