@@ -45,6 +45,9 @@ DIFFERENCES_PAGE = REPO / "docs" / "differences.md"
 RECORDS = REPO / "results" / "paper"
 FIGURES = REPO / "docs" / "reproduction"
 FIGURE_RUNS = "mnist-figures"   # the t-SNE and alignment runs (dfa_cli.plans.figure_jobs)
+# the experiments behind CIFAR-10's ⚑ cells (dfa_cli.plans.experiment_jobs): their alignment runs'
+# figures are kept under this prefix, for docs/differences.md
+EXPERIMENT_RUNS, EXPERIMENT_PREFIX = "cifar10-experiments", "experiments_"
 
 
 class Table(NamedTuple):
@@ -194,16 +197,18 @@ def missing_paragraphs(page: str, records: Path) -> list[str]:
 
 def figures(records: Path, target: Path) -> list[Path]:
     """Drawn by dfa-report and copied into ``target``: per table ours-vs-paper and each row's
-    learning curves (Table 1 also the 100-layer net's), and the figure runs' t-SNE and alignment maps."""
+    learning curves (Table 1 also the 100-layer net's), the figure runs' t-SNE and alignment maps, and
+    the alignment of CIFAR-10's experiments (named ``experiments_alignment_…``)."""
     out = Path(tempfile.mkdtemp(prefix="dfa-reproduction-"))
     import contextlib
     import io
     from dfa_cli.report.cli import main as report_main
     keep = []
     jobs = [([records / t.data], ["--table", t.data], [f"ours-vs-paper_table{t.number}", f"learning-curves_table{t.number}",
-                                                      f"depth_table{t.number}"]) for t in TABLES_SHOWN]
-    jobs.append(([records / FIGURE_RUNS], [], ["tsne_", "alignment_"]))
-    for i, (paths, options, prefixes) in enumerate(jobs):
+                                                      f"depth_table{t.number}"], "") for t in TABLES_SHOWN]
+    jobs.append(([records / FIGURE_RUNS], [], ["tsne_", "alignment_"], ""))
+    jobs.append(([records / EXPERIMENT_RUNS], [], ["alignment_"], EXPERIMENT_PREFIX))
+    for i, (paths, options, prefixes, rename) in enumerate(jobs):
         if not any(p.is_dir() for p in paths):
             continue
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -211,13 +216,14 @@ def figures(records: Path, target: Path) -> list[Path]:
                 report_main([*map(str, paths), *options, "--out", str(out / str(i))])
             except SystemExit:   # (3: a figure could not be drawn; the others are there)
                 pass
-        keep += sorted(f for f in (out / str(i) / "figures").glob("*.png") if f.name.startswith(tuple(prefixes)))
+        keep += sorted((f, rename + f.name) for f in (out / str(i) / "figures").glob("*.png")
+                       if f.name.startswith(tuple(prefixes)))
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     copied = []
-    for f in keep:
-        shutil.copy2(f, target / f.name)
-        copied.append(target / f.name)
+    for f, name in keep:
+        shutil.copy2(f, target / name)
+        copied.append(target / name)
     shutil.rmtree(out, ignore_errors=True)
     return copied
 

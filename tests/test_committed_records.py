@@ -84,6 +84,10 @@ def test_every_figure_the_blocks_link_is_committed_and_every_committed_one_is_li
     module = load_script("reproduction")
     linked = {(b.page.parent / target).resolve().relative_to(REPO).as_posix()
               for b in module.BLOCKS for target in re.findall(r"\(([^)]+\.png)\)", module.current(b))}
+    page = module.DIFFERENCES_PAGE      # the experiments' figures, where their paragraphs are
+    linked |= {(page.parent / target).resolve().relative_to(REPO).as_posix()
+               for target in re.findall(r"\((reproduction/" + module.EXPERIMENT_PREFIX + r"[^)]+\.png)\)",
+                                        page.read_text())}
     committed = {p.relative_to(REPO).as_posix() for p in (REPO / "docs" / "reproduction").glob("*.png")}
     assert linked == committed and linked
 
