@@ -40,7 +40,7 @@ TABLE1_ROWS = {
 # 21–23 s, 1.94 h for 300 epochs of BP and of FA).
 TABLE2_ROWS = {"fc1000x1_tanh": 11.5 * 300, "fc1000x3_tanh": 22 * 300, "fc1000x3_tanh_dropout": 24 * 300,
                "conv_tanh": 580 * 300}
-# CIFAR-10's dropout FA cell stalls after ~50 epochs; its alignment runs cover the stall and a bit more.
+# CIFAR-10's dropout FA cell stalls after ~50 epochs; the alignment runs cover the stall and a bit more.
 ALIGNMENT_EPOCHS = 60
 # The paper leaves BP and FA blank for 100x240 tanh. We show what they do there with one seed and a
 # bounded number of epochs: through 100 tanh layers their error signal (Wᵀδ or Bδ at every layer)
@@ -295,12 +295,16 @@ def experiment_jobs() -> list[Job]:
                            cost=TABLE2_ROWS["fc1000x3_tanh_dropout"] * METHOD_COST["fa"], stage=1)]
     # FA's search chose the row's schedule, so the schedule is not why. The angle between FA's update
     # and the true BP gradient, per layer, with and without dropout through the stall (epoch ~50)
-    # says whether dropout keeps FA's updates from aligning with the gradient.
-    alignment = [Job(f"cifar10-experiments/{row}_fa_alignment_s0",
-                     [f"experiment=table2/{row}", "method=fa", "diagnostics.alignment=true",
+    # says whether dropout keeps FA's updates from aligning with the gradient; MNIST's dropout row,
+    # whose FA cell is on the paper, and its net without dropout are the contrast.
+    alignment = [Job(f"{data}-experiments/{row}_fa_alignment_s0",
+                     [f"experiment={table}/{row}", "method=fa", "diagnostics.alignment=true",
                       f"trainer.max_epochs={ALIGNMENT_EPOCHS}"], (0,),
-                     cost=TABLE2_ROWS[row] / 300 * ALIGNMENT_EPOCHS * METHOD_COST["fa"], stage=1)
-                 for row in ("fc1000x3_tanh_dropout", "fc1000x3_tanh")]
+                     cost=seconds * ALIGNMENT_EPOCHS * METHOD_COST["fa"], stage=1)
+                 for data, table, row, seconds in (("cifar10", "table2", "fc1000x3_tanh_dropout", 24),
+                                                   ("cifar10", "table2", "fc1000x3_tanh", 22),
+                                                   ("mnist", "table1", "fc800x2_tanh_dropout", 7),
+                                                   ("mnist", "table1", "fc800x2_tanh", 6))]
     return nostop + uniform + uniform_control + zca + halved_lr + dropout_uniform + alignment
 
 

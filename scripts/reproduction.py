@@ -45,9 +45,9 @@ DIFFERENCES_PAGE = REPO / "docs" / "differences.md"
 RECORDS = REPO / "results" / "paper"
 FIGURES = REPO / "docs" / "reproduction"
 FIGURE_RUNS = "mnist-figures"   # the t-SNE and alignment runs (dfa_cli.plans.figure_jobs)
-# the experiments behind CIFAR-10's ⚑ cells (dfa_cli.plans.experiment_jobs): their alignment runs'
-# figures are kept under this prefix, for docs/differences.md
-EXPERIMENT_RUNS, EXPERIMENT_PREFIX = "cifar10-experiments", "experiments_"
+# the experiments behind the ⚑ cells (dfa_cli.plans.experiment_jobs): their alignment runs' figures
+# are kept under this prefix, for docs/differences.md
+EXPERIMENT_RUNS, EXPERIMENT_PREFIX = ("mnist-experiments", "cifar10-experiments"), "experiments_"
 
 
 class Table(NamedTuple):
@@ -198,7 +198,7 @@ def missing_paragraphs(page: str, records: Path) -> list[str]:
 def figures(records: Path, target: Path) -> list[Path]:
     """Drawn by dfa-report and copied into ``target``: per table ours-vs-paper and each row's
     learning curves (Table 1 also the 100-layer net's), the figure runs' t-SNE and alignment maps, and
-    the alignment of CIFAR-10's experiments (named ``experiments_alignment_…``)."""
+    the alignment of the experiments (named ``experiments_alignment_…``)."""
     out = Path(tempfile.mkdtemp(prefix="dfa-reproduction-"))
     import contextlib
     import io
@@ -207,7 +207,7 @@ def figures(records: Path, target: Path) -> list[Path]:
     jobs = [([records / t.data], ["--table", t.data], [f"ours-vs-paper_table{t.number}", f"learning-curves_table{t.number}",
                                                       f"depth_table{t.number}"], "") for t in TABLES_SHOWN]
     jobs.append(([records / FIGURE_RUNS], [], ["tsne_", "alignment_"], ""))
-    jobs.append(([records / EXPERIMENT_RUNS], [], ["alignment_"], EXPERIMENT_PREFIX))
+    jobs += [([records / runs], [], ["alignment_"], EXPERIMENT_PREFIX) for runs in EXPERIMENT_RUNS]
     for i, (paths, options, prefixes, rename) in enumerate(jobs):
         if not any(p.is_dir() for p in paths):
             continue

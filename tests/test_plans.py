@@ -189,12 +189,14 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
         + len(alignment) == len(jobs)
     for job in alignment:           # the cell's protocol, measured, up to a bounded epoch
         cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
-        assert (job.name.startswith("cifar10-experiments/"), cfg.diagnostics.alignment, cell.diagnostics.alignment,
-                cfg.trainer.max_epochs) == (True, True, False, plans.ALIGNMENT_EPOCHS)
+        assert job.name.startswith(f"{cfg.data.name}-experiments/")
+        assert (cfg.diagnostics.alignment, cell.diagnostics.alignment, cfg.trainer.max_epochs) == (
+            True, False, plans.ALIGNMENT_EPOCHS)
         assert cell.trainer.max_epochs > plans.ALIGNMENT_EPOCHS
         cfg.diagnostics.alignment, cfg.trainer.max_epochs = False, cell.trainer.max_epochs
         assert cfg == cell
-    assert {cfg.dropout.hidden > 0 for cfg in (compose_config(*j.overrides) for j in alignment)} == {True, False}
+    assert sorted((cfg.data.name, cfg.dropout.hidden > 0) for cfg in (compose_config(*j.overrides) for j in alignment)
+                  ) == [("cifar10", False), ("cifar10", True), ("mnist", False), ("mnist", True)]
     assert [j.seeds for j in dropout_uniform] == [(0,)]
     assert {j.stage for j in jobs if j not in control} == {1}
     # the uniform-start control: seed 0 settles with the ⚑ cells, seeds 1–2 go with Table 1's seeds
