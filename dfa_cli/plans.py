@@ -301,8 +301,9 @@ def experiment_jobs() -> list[Job]:
                      [f"experiment={table}/{row}", "method=fa", "diagnostics.alignment=true",
                       f"trainer.max_epochs={ALIGNMENT_EPOCHS}"], (0,),
                      cost=seconds * ALIGNMENT_EPOCHS * METHOD_COST["fa"], stage=1)
-                 for data, table, row, seconds in (("cifar10", "table2", "fc1000x3_tanh_dropout", 24),
-                                                   ("cifar10", "table2", "fc1000x3_tanh", 22),
+                 for data, table, row, seconds in (("cifar10", "table2", "fc1000x3_tanh_dropout",
+                                                    TABLE2_ROWS["fc1000x3_tanh_dropout"] / 300),
+                                                   ("cifar10", "table2", "fc1000x3_tanh", TABLE2_ROWS["fc1000x3_tanh"] / 300),
                                                    ("mnist", "table1", "fc800x2_tanh_dropout", 7),
                                                    ("mnist", "table1", "fc800x2_tanh", 6))]
     return nostop + uniform + uniform_control + zca + halved_lr + dropout_uniform + alignment
