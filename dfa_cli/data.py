@@ -4,9 +4,11 @@ Files are read directly (idx for MNIST, pickles for CIFAR) so that a copy withou
 ``filenames`` entry loads and a truncated file is reported in one sentence; torchvision is used
 only to download a missing set, and only when ``data.download`` allows it.
 
-Preprocessing (:func:`preprocess`): ``none`` keeps pixels in [0, 1]; ``zca`` whitens train and
-test inputs with the training set's ZCA statistics (the paper's conv rows), computed once in
-float64 and cached in a cache folder (never in the data root, which may be read-only).
+Preprocessing (:func:`preprocess`): ``none`` keeps pixels in [0, 1]; ``simple`` and ``channel``
+standardize with the training set's mean and std, over all inputs or per colour channel (the
+author's Data.lua's other ``-normalization`` modes); ``zca`` whitens train and test inputs with the
+training set's ZCA statistics (the paper's conv rows), computed once in float64 and cached in a
+cache folder (never in the data root, which may be read-only).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from .records import atomic_write_bytes
 
 ENV_VAR = "DFA_DATA_DIR"
 CACHE_ENV_VAR = "DFA_CACHE_DIR"
-PREPROCESS = ("none", "zca")
+PREPROCESS = ("none", "simple", "channel", "zca")
 SPLITS = ("test", "validation")
 VALIDATION_SIZE = 10_000   # -validate in the author's Data.lua: the last 10k training examples
 ZCA_PIXEL_SCALE = 255.0   # zca_eps is in 0..255 pixel units, as in the author's whitening of byte-valued data
@@ -52,7 +54,8 @@ INPUT_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32
 class Dataset:
     """Flattened inputs (``x``: ``(N, C·H·W)`` float32) and int64 labels, on one device.
 
-    Inputs are in [0, 1] (``preprocess == "none"``; :func:`scale_to_unit`) or ZCA-whitened (``"zca"``).
+    Inputs are in [0, 1] (``preprocess == "none"``; :func:`scale_to_unit`), standardized
+    (``"simple"``, ``"channel"``; :func:`standardize`) or ZCA-whitened (``"zca"``).
     """
     name: str
     x_train: torch.Tensor
@@ -324,12 +327,37 @@ def whiten(x: torch.Tensor, mean: torch.Tensor, matrix: torch.Tensor, rows: int 
     return out
 
 
+def standardize(data: Dataset, per_channel: bool) -> Dataset:
+    """Train and test inputs minus the training set's mean, divided by its std, as DataProvider's
+    ``normalize`` does for the author's ``-normalization simple`` (one mean and std over every
+    input value) and ``channel`` (one per colour channel). The std is the unbiased one (torch.std's),
+    the statistics are taken in float64; both splits use the training set's."""
+    if data.x_train.numel() < 2:
+        raise UserError(f"data.preprocess={'channel' if per_channel else 'simple'} needs at least 2 "
+                        f"training values; use a larger data.subset or data.preprocess=none.")
+    channels = data.input_shape[0] if per_channel else 1
+    grouped = data.x_train.view(len(data.x_train), channels, -1).transpose(0, 1).reshape(channels, -1)
+    std, mean = torch.std_mean(grouped.double(), dim=1)
+    std = torch.where(std > 0, std, torch.ones_like(std))   # a constant channel: only shifted
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        shaped = x.view(len(x), channels, -1)
+        out = (shaped - mean.to(x.dtype)[:, None]) / std.to(x.dtype)[:, None]
+        return out.reshape(x.shape)
+
+    return Dataset(**{**data.__dict__, "x_train": apply(data.x_train), "x_test": apply(data.x_test),
+                      "preprocess": "channel" if per_channel else "simple"})
+
+
 def preprocess(data: Dataset, kind: str = "none", eps: float = 1e-5, cache_dir=None) -> Dataset:
-    """``none``: unchanged; ``zca``: train and test whitened with the training set's statistics."""
+    """``none``: unchanged; ``simple``/``channel``: :func:`standardize`; ``zca``: train and test
+    whitened with the training set's statistics."""
     if kind not in PREPROCESS:
         raise UserError(f"data.preprocess={kind!r} is not supported; choose one of: {', '.join(PREPROCESS)}.")
     if kind == "none":
         return data
+    if kind in ("simple", "channel"):
+        return standardize(data, per_channel=kind == "channel")
     mean, matrix = cached_zca(data.name, data.x_train, eps, cache_dir, data.pixel_span)
     return Dataset(**{**data.__dict__, "x_train": whiten(data.x_train, mean, matrix),
                       "x_test": whiten(data.x_test, mean, matrix), "preprocess": "zca"})

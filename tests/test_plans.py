@@ -184,9 +184,10 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
     dropout_uniform = [j for j in jobs if "fc1000x3_tanh_dropout_fa_uniform" in j.name]
     zca = [j for j in jobs if "fc1000x1_tanh_zca" in j.name]
     halved_lr = [j for j in jobs if "fc1000x1_tanh_lr5e-5" in j.name]
+    standardized = [j for j in jobs if "fc1000x1_tanh_simple" in j.name]
     alignment = [j for j in jobs if "_fa_alignment" in j.name]
     assert len(nostop) + len(uniform) + len(control) + len(dropout_uniform) + len(zca) + len(halved_lr) \
-        + len(alignment) == len(jobs)
+        + len(standardized) + len(alignment) == len(jobs)
     for job in alignment:           # the cell's protocol, measured, up to a bounded epoch
         cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
         assert job.name.startswith(f"{cfg.data.name}-experiments/")
@@ -213,6 +214,12 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
         assert (cfg.optim.lr, cell.optim.lr) == (5e-5, 1e-4)
         cfg.optim.lr = cell.optim.lr
         assert cfg == cell
+    for job in standardized:                             # the cell's protocol, but for the inputs
+        cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
+        assert (cfg.data.preprocess, cell.data.preprocess, job.seeds) == ("simple", "none", (0,))
+        cfg.data.preprocess = cell.data.preprocess
+        assert cfg == cell
+    assert sorted(compose_config(*j.overrides).method.name for j in standardized) == ["bp", "dfa"]
     cfg = compose_config(*zca[0].overrides)
     assert (cfg.data.name, cfg.data.preprocess, compose_config("experiment=table2/fc1000x1_tanh").data.preprocess
             ) == ("cifar10", "zca", "none")
