@@ -207,3 +207,16 @@ def test_tsne_states_its_settings_is_cached_and_reports_progress(tmp_path, monke
     tsne.tsne_figure("row", files, tmp_path / "t.png", points=30, progress=lines.append, cache=cache)
     assert len(calls) == 4                                  # every map from the cache
     assert all(line.endswith("(from the cache)") for line in lines) and len(lines) == 4
+
+
+def test_a_shortened_cells_alignment_title_says_how_it_was_cut(tmp_path, monkeypatch):
+    """An alignment run bounded in epochs sits in its table cell marked †: its figure says so too."""
+    kept = captured(monkeypatch)
+    write_record(tmp_path / "runs" / "short" / "fa_0", method="fa", seed=0, max_epochs=3)
+    write_record(tmp_path / "runs" / "full" / "dfa_0", method="dfa", seed=0)
+    report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--format", "csv"])
+    titles = sorted(f._suptitle.get_text().replace("\n", " ") for f in kept
+                    if f._suptitle is not None and "angle between" in f._suptitle.get_text())
+    assert len(titles) == 2
+    assert "2x800 tanh, DFA: angle" in titles[0]
+    assert "2x800 tanh, FA† [trainer.max_epochs=3]: angle" in titles[1]

@@ -105,9 +105,11 @@ def draw_view(g: Gallery, view) -> None:
         g.attempt(key, figure_name("learning-curves", *parts), f"Learning curves: {title}",
                   fig.learning_figure, title, cells, split=split)
         for cell in cells[cells["method"] != "bp"].itertuples(index=False):   # BP's angle to itself is 0
-            g.attempt(key, figure_name("alignment", *parts, cell.method),
-                      f"Alignment with BP: {title}, {method_label(cell.method)}",
-                      fig.alignment_figure, f"{title}, {method_label(cell.method)}", cell.paths)
+            # a shortened cell's runs are not the table's protocol: the title says how they were cut
+            short = f" [{cell.setting}]" if getattr(cell, "mark", "") and not grouped else ""
+            label = f"{title}, {method_label(cell.method)}{getattr(cell, 'mark', '')}{short}"
+            g.attempt(key, figure_name("alignment", *parts, cell.method), f"Alignment with BP: {label}",
+                      fig.alignment_figure, label, cell.paths)
         if first["model"] == "fc240x100":
             g.attempt(key, figure_name("depth", *parts), f"Depth experiment, 100 hidden layers: {title}",
                       fig.depth_figure, f"Depth experiment, 100 hidden layers: {title}", cells)
