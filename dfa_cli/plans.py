@@ -5,7 +5,7 @@ One campaign runs them all, two jobs at a time on a 2-core CPU, in *phases* (``J
 
 0. the cheap runs behind the figures (t-SNE, alignment) and Table 1's seed 0 with its dropout search;
 1. Table 2's MLP cells (seed 0), its dropout search, and what settles the ⚑ cells (FA's own
-   dropout searches, the experiments, seeds 1–2 of Table 1's cells flagged on one seed);
+   dropout searches, the experiments, seeds 1–2 of the cells flagged on one seed);
 2. Table 2's dropout row and its conv row (bounded on a CPU, marked †);
 3. Table 1's seeds 1–2; 4. Table 2's seeds 1–2; 5. seeds 3–4 of both.
 
@@ -52,9 +52,11 @@ DEEP_ROW, DEEP_BOUNDED_EPOCHS = "fc240x100_tanh", 30
 # checkpoints die with it). On a GPU the full row runs, seeds stacked.
 CONV_ROW, CONV_BOUNDED_EPOCHS = "conv_tanh", 12
 SEED_PHASE = {"table1": {0: 0, 1: 3, 2: 3}, "table2": {0: 1, 1: 4, 2: 4}}   # other seeds: phase 5
-# Table 1's cells flagged ⚑ on one seed (2026-12-02): their seeds 1–2 go with phase 1, as they
-# decide whether a ⚑ is one seed's swing (docs/differences.md); an hour or less each.
-FLAGGED_ON_ONE_SEED = {("fc800x2_tanh", "fa"), ("fc800x4_tanh", "fa"), ("fc800x2_tanh_dropout", "fa")}
+# Cells flagged ⚑ on one seed: their seeds 1–2 go with phase 1, as they decide whether a ⚑ is one
+# seed's swing (docs/differences.md). Table 1's (2026-12-02) take an hour or less each; CIFAR-10's
+# 1x1000 cells (2026-12-05), about an hour each, say how far their swinging plateau moves by seed.
+FLAGGED_ON_ONE_SEED = {"table1": {("fc800x2_tanh", "fa"), ("fc800x4_tanh", "fa"), ("fc800x2_tanh_dropout", "fa")},
+                       "table2": {("fc1000x1_tanh", m) for m in METHODS}}
 LATER = 5
 
 
@@ -213,14 +215,19 @@ def _stages(seeds: list[int]) -> list[tuple[int, ...]]:
     return [st for st in [*stages, rest] if st]
 
 
+def _flagged_first(plan: str, jobs: list[Job]) -> list[Job]:
+    """Seeds 1–2 (one job each, or their stack) of the plan's FLAGGED_ON_ONE_SEED cells move to phase 1."""
+    for job in jobs:
+        row, method = job.name.split("/")[1].rsplit("_", 2)[:2]
+        if (row, method) in FLAGGED_ON_ONE_SEED[plan] and job.stage == SEED_PHASE[plan][1]:
+            job.stage = 1
+    return jobs
+
+
 def table1_jobs(seeds: list[int], stacked: bool = False) -> list[Job]:
     """Table 1: 30 cells (100x240 BP/FA bounded, one seed), its dropout searches."""
     bounded = {(DEEP_ROW, "bp"): DEEP_BOUNDED_EPOCHS, (DEEP_ROW, "fa"): DEEP_BOUNDED_EPOCHS}
-    jobs = _cells("table1", "mnist", TABLE1_ROWS, seeds, stacked, bounded)
-    for job in jobs:
-        row, method = job.name.split("/")[1].rsplit("_", 2)[:2]
-        if (row, method) in FLAGGED_ON_ONE_SEED and job.stage == SEED_PHASE["table1"][1]:
-            job.stage = 1
+    jobs = _flagged_first("table1", _cells("table1", "mnist", TABLE1_ROWS, seeds, stacked, bounded))
     if 0 in seeds:
         jobs += SEARCHES[DROPOUT_SEARCH["table1"]].jobs() + SEARCHES[FA_DROPOUT_SEARCH["table1"]].jobs()
     return ordered(jobs)
@@ -231,7 +238,7 @@ def table2_jobs(seeds: list[int], stacked: bool = False) -> list[Job]:
     a CPU (not ``stacked``) the conv row runs seed 0 for CONV_BOUNDED_EPOCHS; on a GPU all of it,
     seeds stacked."""
     bounded = {} if stacked else {(CONV_ROW, m): CONV_BOUNDED_EPOCHS for m in METHODS}
-    jobs = _cells("table2", "cifar10", TABLE2_ROWS, seeds, stacked, bounded)
+    jobs = _flagged_first("table2", _cells("table2", "cifar10", TABLE2_ROWS, seeds, stacked, bounded))
     later_rows = (SEARCHES[DROPOUT_SEARCH["table2"]].row, CONV_ROW)
     for job in jobs:   # the dropout and conv rows come after the MLP cells of their seed
         if job.stage == 1 and any(job.name.startswith(f"cifar10/{row}_") for row in later_rows):
