@@ -188,9 +188,10 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
     zca = [j for j in jobs if "fc1000x1_tanh_zca" in j.name]
     halved_lr = [j for j in jobs if "fc1000x1_tanh_lr5e-5" in j.name]
     standardized = [j for j in jobs if "fc1000x1_tanh_simple" in j.name]
+    summed = [j for j in jobs if "fc1000x1_tanh_eps" in j.name]
     alignment = [j for j in jobs if "_fa_alignment" in j.name]
     assert len(nostop) + len(uniform) + len(control) + len(dropout_uniform) + len(zca) + len(halved_lr) \
-        + len(standardized) + len(alignment) == len(jobs)
+        + len(standardized) + len(summed) + len(alignment) == len(jobs)
     for job in alignment:           # the cell's protocol, measured, up to a bounded epoch
         cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
         assert job.name.startswith(f"{cfg.data.name}-experiments/")
@@ -223,6 +224,13 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
         cfg.data.preprocess = cell.data.preprocess
         assert cfg == cell
     assert sorted(compose_config(*j.overrides).method.name for j in standardized) == ["bp", "dfa"]
+    for job in summed:                                   # the cell's protocol, but for RMSprop's eps
+        cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
+        assert cfg.optim.eps * 64 == pytest.approx(cell.optim.eps, rel=1e-12) and cell.optim.eps == 1e-8
+        cfg.optim.eps = cell.optim.eps
+        assert cfg == cell
+    assert sorted(j.name for j in summed) == [f"cifar10-experiments/fc1000x1_tanh_eps1.5625e-10_{m}_s0"
+                                              for m in ("bp", "dfa")]
     cfg = compose_config(*zca[0].overrides)
     assert (cfg.data.name, cfg.data.preprocess, compose_config("experiment=table2/fc1000x1_tanh").data.preprocess
             ) == ("cifar10", "zca", "none")

@@ -161,6 +161,7 @@ def test_the_summary_holds_every_setting_that_defines_a_cell(fake_mnist, tmp_pat
     s = train(quick(fake_mnist, "method=fa", "dropout=paper", "trainer.threads=1"), tmp_path)[0]
     for key in ("init", "init_config", "stop_train_error", "dropout_input", "dropout_hidden", "lr",
                 "lr_schedule", "lr_step_epochs", "lr_max_halvings", "eval_split", "subset", "test_subset",
-                "threads", "max_epochs", "batch_size", "matmul_precision", "cudnn_allow_tf32"):
+                "threads", "max_epochs", "batch_size", "matmul_precision", "cudnn_allow_tf32", "optim_eps"):
         assert key in s, key
     assert s["init"] == "zero_above_first" and s["lr_schedule"] == "constant" and s["eval_split"] == "test"
+    assert s["optim_eps"] == 1e-8

@@ -234,3 +234,14 @@ def test_whitened_inputs_make_an_mlp_run_another_experiment_but_are_the_conv_row
     other = cells[cells["table"] == "other_runs"]
     assert sorted(zip(other["data"], other["setting"])) == [("cifar10", "data.preprocess=none"),
                                                             ("mnist", "data.preprocess=zca")]
+
+
+def test_another_rmsprop_eps_is_another_experiment(tmp_path, capsys):
+    """RMSprop's eps is the author's 1e-8 in every paper cell; records from before it was recorded ran it."""
+    write_cell(tmp_path, "mlp", [1.7], optim_eps=1e-8)
+    write_cell(tmp_path, "mlp_old", [1.8], seed0=1, hydra=False)
+    write_cell(tmp_path, "mlp_eps", [1.9], seed0=2, optim_eps=1e-8 / 64)
+    cells = csv_cells(tmp_path, capsys=capsys)
+    assert one(cells, table="table1_mnist", row="2x800 tanh", method="dfa")["seeds"] == "0 1"
+    other = cells[cells["table"] == "other_runs"]
+    assert list(other["setting"]) == ["optim.eps=1.5625e-10"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 import re
 
-from .spec import (FULL_SIZES, MISSING, PAPER_ADVERSARIAL_EPS, PAPER_DROPOUT, PROTOCOL, paper_init,
-                   row_protocol)
+from .spec import (FULL_SIZES, MISSING, PAPER_ADVERSARIAL_EPS, PAPER_DROPOUT, PROTOCOL, PROTOCOL_OPTIM_EPS,
+                   paper_init, row_protocol)
 
 
 def _close(a, b) -> bool:
@@ -90,6 +90,11 @@ def departures(s: dict, config) -> tuple[list[str], list[str]]:
     lr = value("lr", "optim.lr")
     if lr is MISSING or not _close(lr, protocol.lr):
         changes.append(f"optim.lr={'?' if lr is MISSING else format(lr, 'g')}")
+
+    # RMSprop's eps (records from before it was recorded all ran the author's 1e-8)
+    optim_eps = value("optim_eps", "optim.eps")
+    if optim_eps is not MISSING and optim_eps is not None and not _close(optim_eps, PROTOCOL_OPTIM_EPS):
+        changes.append(f"optim.eps={optim_eps:g}")
 
     # the inputs (records from before ZCA existed say nothing, and were in [0, 1])
     preprocess = value("preprocess", "data.preprocess")

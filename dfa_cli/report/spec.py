@@ -58,6 +58,7 @@ PROTOCOL = {  # summary key → (dfa-run override, .hydra/config.yaml key, the p
     "matmul_precision": ("trainer.matmul_precision", "trainer.matmul_precision", "highest"),
     "stop_train_error": ("trainer.stop_train_error", "trainer.stop_train_error", 0.01),
 }
+PROTOCOL_OPTIM_EPS = 1e-8   # RMSprop's, the author's (optim.rmsprop's default)
 PROTOCOL_LR = {("cifar10", "conv"): 5e-5, ("cifar100", "conv"): 2.5e-5}
 # ZCA for the conv rows (the author's README); else inputs in [0, 1] (the MLP rows' whitening is our
 # choice where the sources leave it open: see the README)
