@@ -102,3 +102,34 @@ def test_compiling_on_a_cpu_does_not_print_torchs_cuda_home_notice(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "No CUDA runtime is found" not in out.stderr
     assert "another warning still shows" in out.stderr          # only that notice is dropped
+
+
+def test_eps_over_the_batch_size_is_rmsprop_on_the_authors_summed_output_error():
+    """The author's output error, sigmoid(a) − y, is summed over the batch; ours is averaged. RMSprop
+    is blind to that factor but for eps: eps / batch on our mean is the author's update exactly
+    (float64; the plans' EPS_OF_SUMMED experiment)."""
+    from dfa_cli.plans import EPS_OF_SUMMED
+    batch = 64
+    assert EPS_OF_SUMMED * batch == pytest.approx(1e-8, rel=1e-15)
+
+    def trained(reduce, eps, scale=1e-6):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(5, 3, dtype=torch.float64) * 1e-3)
+        opt = torch.optim.RMSprop([w], lr=1e-4, alpha=0.99, eps=eps)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(20):   # tiny inputs: gradients near eps, where it matters
+            x = torch.randn(batch, 5, dtype=torch.float64, generator=g) * scale
+            y = torch.randint(0, 3, (batch,), generator=g)
+            target = torch.nn.functional.one_hot(y, 3).double()
+            per_example = torch.nn.functional.binary_cross_entropy_with_logits(
+                x @ w, target, reduction="none").sum(-1)
+            opt.zero_grad()
+            reduce(per_example).backward()
+            opt.step()
+        return w.detach()
+
+    authors = trained(torch.sum, 1e-8)
+    ours_matched = trained(torch.mean, EPS_OF_SUMMED)
+    ours = trained(torch.mean, 1e-8)
+    torch.testing.assert_close(ours_matched, authors, rtol=1e-12, atol=0)
+    assert not torch.allclose(ours, authors, rtol=1e-3, atol=0)   # where gradients are tiny, eps differs
