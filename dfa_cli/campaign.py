@@ -164,9 +164,10 @@ class Campaign:
         self.say(f"{'resume' if resuming else 'start '} {job.name}{wider}")
 
     def _widen(self, queue: list[Job]) -> None:
-        """Nothing left to start and a slot free: each running CPU job is paused (SIGTERM writes a
-        checkpoint) and, in ``_finished``, resumed with its share of all the slots' threads."""
-        if queue or self.stopping or not self.threads or not self.running:
+        """Nothing the queue may start now (``_pick``: none left, or none that fits the deadline and
+        its phase) and a slot free: each running CPU job is paused (SIGTERM writes a checkpoint)
+        and, in ``_finished``, resumed with its share of all the slots' threads."""
+        if (queue and self._pick(queue) is not None) or self.stopping or not self.threads or not self.running:
             return
         share = self.parallel * self.threads // len(self.running)
         for name, run in self.running.items():
@@ -325,7 +326,7 @@ class Campaign:
                         self._finished(run.job, code)
                 if self._past_deadline():
                     self._pause_carried()
-                self._widen([job for job in queue if self._fits(job)])
+                self._widen(queue)
                 if self.stopping:
                     queue = []
         finally:

@@ -102,21 +102,40 @@ def test_a_job_left_running_alone_takes_the_freed_slots_threads(fake_mnist, tmp_
     assert threads == sorted(threads) and set(threads) <= {1, 2} and threads[-3:] == [2, 2, 2], threads
 
 
+class LiveProcess:                       # a job's process, still running
+    def __init__(self):
+        self.signals = []
+
+    def poll(self):
+        return None
+
+    def send_signal(self, sig):
+        self.signals.append(sig)
+
+
 def test_only_a_freed_slot_widens_a_running_job(tmp_path):
-    class LiveProcess:                   # a job's process, still running
-        def __init__(self):
-            self.signals = []
-
-        def poll(self):
-            return None
-
-        def send_signal(self, sig):
-            self.signals.append(sig)
     job = Job("mnist/a_dfa_s0", [], (0,))
     for parallel, queued, widened in ((1, [], {}), (2, [job], {}), (2, [], {job.name: 2})):
         campaign, proc = Campaign([job], tmp_path, tmp_path, parallel=parallel, widen_after=0), LiveProcess()
         campaign.running[job.name] = Running(job, proc, 0.0, 1)
         campaign._widen(queued)
+        assert campaign.widening == widened and proc.signals == ([signal.SIGTERM] if widened else [])
+
+
+def test_jobs_that_may_not_start_before_the_deadline_leave_their_slot_to_the_running_job(tmp_path):
+    """With --until, a queue can hold jobs and still start none: seeds 3–4 that would fit wait for
+    the earlier phases, and an earlier job too long for the time left waits for the next invocation
+    (its one carry-over slot taken). The free slot's thread then goes to the running job."""
+    running = Job("cifar10/a_dfa_s2", [], (2,), cost=3000.0, stage=1)
+    too_long = Job("mnist/b_dfa_s1", [], (1,), cost=5000.0, stage=3)
+    waits_for_its_phase = Job("mnist/c_bp_s3", [], (3,), cost=100.0, stage=4)
+    for queue, widened in (([too_long, waits_for_its_phase], {running.name: 2}),
+                           ([waits_for_its_phase], {})):            # the last phase alone may start
+        campaign = Campaign([], tmp_path, tmp_path, parallel=2, widen_after=0,
+                            deadline=time.time() + 1000, carry_over=True)
+        campaign.carried.add(running.name)
+        campaign.running[running.name] = Running(running, proc := LiveProcess(), 0.0, 1)
+        campaign._widen(queue)
         assert campaign.widening == widened and proc.signals == ([signal.SIGTERM] if widened else [])
 
 
