@@ -166,8 +166,10 @@ class Campaign:
     def _widen(self, queue: list[Job]) -> None:
         """Nothing the queue may start now (``_pick``: none left, or none that fits the deadline and
         its phase) and a slot free: each running CPU job is paused (SIGTERM writes a checkpoint)
-        and, in ``_finished``, resumed with its share of all the slots' threads."""
-        if (queue and self._pick(queue) is not None) or self.stopping or not self.threads or not self.running:
+        and, in ``_finished``, resumed with its share of all the slots' threads. Never past the
+        deadline, where a paused carried job must stay paused."""
+        if (queue and self._pick(queue) is not None) or self.stopping or not self.threads or not self.running \
+                or self._past_deadline():
             return
         share = self.parallel * self.threads // len(self.running)
         for name, run in self.running.items():

@@ -129,10 +129,11 @@ def test_jobs_that_may_not_start_before_the_deadline_leave_their_slot_to_the_run
     running = Job("cifar10/a_dfa_s2", [], (2,), cost=3000.0, stage=1)
     too_long = Job("mnist/b_dfa_s1", [], (1,), cost=5000.0, stage=3)
     waits_for_its_phase = Job("mnist/c_bp_s3", [], (3,), cost=100.0, stage=4)
-    for queue, widened in (([too_long, waits_for_its_phase], {running.name: 2}),
-                           ([waits_for_its_phase], {})):            # the last phase alone may start
+    for queue, widened, seconds_left in (([too_long, waits_for_its_phase], {running.name: 2}, 1000),
+                                         ([waits_for_its_phase], {}, 1000),   # the last phase alone may start
+                                         ([too_long], {}, -1)):   # past the deadline: paused stays paused
         campaign = Campaign([], tmp_path, tmp_path, parallel=2, widen_after=0,
-                            deadline=time.time() + 1000, carry_over=True)
+                            deadline=time.time() + seconds_left, carry_over=True)
         campaign.carried.add(running.name)
         campaign.running[running.name] = Running(running, proc := LiveProcess(), 0.0, 1)
         campaign._widen(queue)
