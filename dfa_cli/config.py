@@ -210,6 +210,8 @@ def _optimizer_settings(o) -> None:
         _number("optim.alpha", o.alpha, 0, 1)
     if "eps" in o:
         _number("optim.eps", o.eps, 0, low_open=True)
+    if "initial_mean" in o:
+        _number("optim.initial_mean", o.initial_mean, 0)
     if "momentum" in o:
         _number("optim.momentum", o.momentum, 0)
     _number("optim.weight_decay", o.get("weight_decay", 0.0), 0)

@@ -132,14 +132,33 @@ def build_optimizer(params, cfg, capturable: bool = False, fused: bool = False) 
     wd = cfg.get("weight_decay", 0.0)
     if cfg.name == "rmsprop":
         if fused and not capturable:
-            return FusedRMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps)
-        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps,
-                                   momentum=cfg.momentum, weight_decay=wd, capturable=capturable)
+            optimizer = FusedRMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps)
+        else:
+            optimizer = torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps,
+                                            momentum=cfg.momentum, weight_decay=wd, capturable=capturable)
+        if cfg.get("initial_mean", 0.0):
+            start_square_average(optimizer, cfg.initial_mean, capturable)
+        return optimizer
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                 weight_decay=wd, capturable=capturable)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=wd,
                            nesterov=cfg.get("nesterov", False))
+
+
+@torch.no_grad()
+def start_square_average(optimizer: torch.optim.RMSprop, value: float, capturable: bool = False) -> None:
+    """RMSprop's running mean of g² starts at ``value`` instead of 0 (``optim.initial_mean``): torch/optim's
+    ``initialMean``, which its rmsprop.lua filled with 1 from 2016-06-08 to 2016-09-06. Written as torch
+    writes its first state, so torch's step, the fused step and checkpoints take it as their own."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state[p]
+            state["step"] = torch.zeros((), dtype=torch.float64 if torch.get_default_dtype() == torch.float64
+                                        else torch.float32, device=p.device if capturable else None)
+            state["square_avg"] = torch.full_like(p, value, memory_format=torch.preserve_format)
+            if group.get("momentum", 0) > 0:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 @torch.no_grad()

@@ -66,6 +66,7 @@ from survive import ENV, one_thread, overrides, records
     ("optim.alpha=abc", "optim.alpha must be a number in [0, 1]"),
     ("optim.alpha=1.5", "optim.alpha must be a number in [0, 1]"),
     ("optim.eps=0", "optim.eps must be a number in (0, inf)"),
+    ("optim.initial_mean=-1", "optim.initial_mean must be a number in [0, inf)"),
     ("optim.momentum=-1", "optim.momentum must be a number in [0, inf)"),
     ("optim.weight_decay=abc", "optim.weight_decay must be a number in [0, inf)"),
     ("optim=sgd optim.nesterov=maybe", "optim.nesterov must be true or false"),

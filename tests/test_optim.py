@@ -133,3 +133,45 @@ def test_eps_over_the_batch_size_is_rmsprop_on_the_authors_summed_output_error()
     ours = trained(torch.mean, 1e-8)
     torch.testing.assert_close(ours_matched, authors, rtol=1e-12, atol=0)
     assert not torch.allclose(ours, authors, rtol=1e-3, atol=0)   # where gradients are tiny, eps differs
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_initial_mean_on_our_mean_is_torch_optims_initialMean_on_the_authors_sums(fused):
+    """The plans' summed-m1 experiment: torch/optim as in June-Sept 2016 (initialMean 1, eps 1e-8) on the
+    author's batch-summed output error is ours on the batch mean with eps / 64 and initial_mean / 64²
+    (float64 by hand; the fused step in float32 to rounding)."""
+    from dfa_cli.optim import build_optimizer
+    from dfa_cli.plans import EPS_OF_SUMMED, INITIAL_MEAN_OF_SUMMED
+    batch, dtype = 64, torch.float32 if fused else torch.float64
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(batch, 5, dtype=torch.float64, generator=g) * 1e-3 for _ in range(30)]
+    ys = [torch.nn.functional.one_hot(torch.randint(0, 3, (batch,), generator=g), 3).double() for _ in range(30)]
+    w0 = torch.randn(5, 3, dtype=torch.float64, generator=g) * 1e-2
+
+    def gradient(w, x, y, reduce):
+        w = w.detach().clone().requires_grad_(True)
+        reduce(torch.nn.functional.binary_cross_entropy_with_logits(x @ w, y, reduction="none").sum(-1)).backward()
+        return w.grad
+
+    def authors(initial_mean):   # torch/optim's rmsprop.lua, written out, on the batch's sum
+        w, m = w0.clone(), torch.full_like(w0, initial_mean)
+        for x, y in zip(xs, ys):
+            gs = gradient(w, x, y, torch.sum)
+            m = 0.99 * m + 0.01 * gs * gs
+            w = w - 1e-4 * gs / (m.sqrt() + 1e-8)
+        return w
+
+    cfg = OmegaConf.create({"name": "rmsprop", "lr": 1e-4, "alpha": 0.99, "eps": EPS_OF_SUMMED, "momentum": 0.0,
+                            "initial_mean": INITIAL_MEAN_OF_SUMMED})
+    w = torch.nn.Parameter(w0.clone().to(dtype))
+    opt = build_optimizer([w], cfg, fused=fused)
+    assert isinstance(opt, FusedRMSprop) == fused
+    for x, y in zip(xs, ys):
+        opt.zero_grad(set_to_none=True)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(x.to(dtype) @ w, y.to(dtype), reduction="none")
+        bce.sum(-1).mean().backward()
+        opt.step()
+    started_at_one, started_at_zero = authors(1.0), authors(0.0)
+    tol = dict(rtol=1e-5, atol=1e-8) if fused else dict(rtol=1e-12, atol=0)
+    torch.testing.assert_close(w.detach().double(), started_at_one, **tol)
+    assert not torch.allclose(started_at_one, started_at_zero, rtol=1e-2)   # the start matters here

@@ -189,9 +189,10 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
     halved_lr = [j for j in jobs if "fc1000x1_tanh_lr5e-5" in j.name]
     standardized = [j for j in jobs if "fc1000x1_tanh_simple" in j.name]
     summed = [j for j in jobs if "fc1000x1_tanh_eps" in j.name]
+    started_at_one = [j for j in jobs if "fc1000x1_tanh_summed-m1" in j.name]
     alignment = [j for j in jobs if "_fa_alignment" in j.name]
     assert len(nostop) + len(uniform) + len(control) + len(dropout_uniform) + len(zca) + len(halved_lr) \
-        + len(standardized) + len(summed) + len(alignment) == len(jobs)
+        + len(standardized) + len(summed) + len(started_at_one) + len(alignment) == len(jobs)
     for job in alignment:           # the cell's protocol, measured, up to a bounded epoch
         cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
         assert job.name.startswith(f"{cfg.data.name}-experiments/")
@@ -229,6 +230,13 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
         assert cfg.optim.eps * 64 == pytest.approx(cell.optim.eps, rel=1e-12) and cell.optim.eps == 1e-8
         cfg.optim.eps = cell.optim.eps
         assert cfg == cell
+    for job in started_at_one:                           # ... and for eps and where RMSprop's mean of g² starts
+        cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
+        assert (cfg.optim.initial_mean * 64**2, cell.optim.initial_mean) == (pytest.approx(1.0, rel=1e-12), 0.0)
+        assert cfg.optim.eps * 64 == pytest.approx(cell.optim.eps, rel=1e-12) and job.seeds == (0,)
+        cfg.optim.eps, cfg.optim.initial_mean = cell.optim.eps, cell.optim.initial_mean
+        assert cfg == cell
+    assert sorted(compose_config(*j.overrides).method.name for j in started_at_one) == ["bp", "dfa"]
     assert sorted(j.name for j in summed) == [f"cifar10-experiments/fc1000x1_tanh_eps1.5625e-10_{m}_s0"
                                               for m in ("bp", "dfa")]
     cfg = compose_config(*zca[0].overrides)
