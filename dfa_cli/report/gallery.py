@@ -106,8 +106,8 @@ def draw_view(g: Gallery, view) -> None:
                   fig.learning_figure, title, cells, split=split)
         for cell in cells[cells["method"] != "bp"].itertuples(index=False):   # BP's angle to itself is 0
             # a shortened cell's runs are not the table's protocol: the title says how they were cut
-            short = f" [{cell.setting}]" if getattr(cell, "mark", "") and not grouped else ""
-            label = f"{title}, {method_label(cell.method)}{getattr(cell, 'mark', '')}{short}"
+            short = f" [{cell.setting}]" if cell.mark and not grouped else ""
+            label = f"{title}, {method_label(cell.method)}{cell.mark}{short}"
             g.attempt(key, figure_name("alignment", *parts, cell.method), f"Alignment with BP: {label}",
                       fig.alignment_figure, label, cell.paths)
         if first["model"] == "fc240x100":
