@@ -148,15 +148,15 @@ def test_initial_mean_on_our_mean_is_torch_optims_initialMean_on_the_authors_sum
     ys = [torch.nn.functional.one_hot(torch.randint(0, 3, (batch,), generator=g), 3).double() for _ in range(30)]
     w0 = torch.randn(5, 3, dtype=torch.float64, generator=g) * 1e-2
 
-    def gradient(w, x, y, reduce):
+    def summed_gradient(w, x, y):   # the author's BCECriterion: the error summed over the batch
         w = w.detach().clone().requires_grad_(True)
-        reduce(torch.nn.functional.binary_cross_entropy_with_logits(x @ w, y, reduction="none").sum(-1)).backward()
+        torch.nn.functional.binary_cross_entropy_with_logits(x @ w, y, reduction="sum").backward()
         return w.grad
 
     def authors(initial_mean):   # torch/optim's rmsprop.lua, written out, on the batch's sum
         w, m = w0.clone(), torch.full_like(w0, initial_mean)
         for x, y in zip(xs, ys):
-            gs = gradient(w, x, y, torch.sum)
+            gs = summed_gradient(w, x, y)
             m = 0.99 * m + 0.01 * gs * gs
             w = w - 1e-4 * gs / (m.sqrt() + 1e-8)
         return w
