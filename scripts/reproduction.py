@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from dfa_cli.report.build import Options, build_report, table_markdown  # noqa: E402
 from dfa_cli.report.collect import collect  # noqa: E402
 from dfa_cli.campaign import preset_sets  # noqa: E402
-from dfa_cli.plans import DROPOUT_SEARCH, FA_DROPOUT_SEARCH, PRESETS, SEARCHES  # noqa: E402
+from dfa_cli.plans import DROPOUT_SEARCH, METHOD_DROPOUT_SEARCHES, PRESETS, SEARCHES  # noqa: E402
 from dfa_cli.report.spec import TABLES  # noqa: E402
 
 README = REPO / "README.md"
@@ -61,9 +61,9 @@ class Table(NamedTuple):
         return DROPOUT_SEARCH[f"table{self.number}"]
 
     @property
-    def fa_search(self) -> str:
-        """The same row's search for FA."""
-        return FA_DROPOUT_SEARCH[f"table{self.number}"]
+    def method_searches(self) -> tuple[str, ...]:
+        """The same row's searches for the other methods (FA's, BP's)."""
+        return METHOD_DROPOUT_SEARCHES[f"table{self.number}"]
 
 
 TABLE1 = Table("mnist", 1, "#reproducing-the-tables-on-a-cpu")
@@ -147,7 +147,7 @@ def search_table(records: Path, name: str, heading: str) -> str:
 
 
 def _against_row_choice(records: Path, search, choice: dict) -> str:
-    """A second search's choice (FA's) set against the one its row runs, its first search's (DFA's):
+    """Another method's search's choice (FA's, BP's) set against the one its row runs, its first search's (DFA's):
     the same LR and schedule or not, training time aside."""
     first = SEARCHES[DROPOUT_SEARCH[search.table]]
     row = first.choice(first.summary(records))
@@ -254,7 +254,8 @@ def details_block(table: Table, records: Path, figure_files: list[Path], page: P
     parts = [table_markdown([records / table.data], table.data, parts=("paired",)), ""]
     heading = "### The dropout row's validation search" if table.number == 1 else \
         f"### Table {table.number}: the dropout row's validation search"
-    for name, title in ((table.search, heading), (table.fa_search, heading + " for FA")):
+    titles = [(name, f"{heading} for {SEARCHES[name].method.upper()}") for name in table.method_searches]
+    for name, title in [(table.search, heading), *titles]:
         search = search_table(records, name, title)
         if search:
             parts += [search, ""]

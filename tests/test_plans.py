@@ -13,7 +13,8 @@ from dfa_cli.plans import SEARCHES, campaign_jobs, table1_jobs, table2_jobs
 from conftest import REPO, compose_config
 
 DFA_SEARCH = SEARCHES["dropout-search"]
-T1_SEARCHES = len(DFA_SEARCH.candidates) + len(SEARCHES["fa-dropout-search"].candidates)
+OWN_SEARCHES = {m: SEARCHES[f"{m}-dropout-search"] for m in ("fa", "bp")}   # FA's and BP's own
+T1_SEARCHES = len(DFA_SEARCH.candidates) + sum(len(s.candidates) for s in OWN_SEARCHES.values())
 
 
 def test_table1_plan_orders_seed_0_of_every_cell_first_cheapest_first():
@@ -28,10 +29,13 @@ def test_table1_plan_orders_seed_0_of_every_cell_first_cheapest_first():
     assert names[len(DFA_SEARCH.candidates)].startswith("mnist/fc800x1_tanh_")
     assert names[first_pass - 1] == "mnist/fc240x100_tanh_dfa_s0"
     phase1 = [j for j in jobs if j.stage == 1]                       # what settles the ⚑ cells
-    fa_search = [j for j in phase1 if j.name.startswith("mnist-validation/")]
-    assert len(fa_search) == len(SEARCHES["fa-dropout-search"].candidates)
-    assert all(j.name.endswith("_fa_s0") and "method=fa" in j.overrides for j in fa_search)
-    early = {j.name for j in phase1} - {j.name for j in fa_search}
+    own_searches = [j for j in phase1 if j.name.startswith("mnist-validation/")]
+    for method, search in OWN_SEARCHES.items():
+        mine = [j for j in own_searches if j.name.endswith(f"_{method}_s0")]
+        assert len(mine) == len(search.candidates)
+        assert all(f"method={method}" in j.overrides and "data.split=validation" in j.overrides for j in mine)
+    assert len(own_searches) == sum(len(s.candidates) for s in OWN_SEARCHES.values())
+    early = {j.name for j in phase1} - {j.name for j in own_searches}
     assert early == {f"mnist/{row}_{m}_s{s}" for row, m in plans.FLAGGED_ON_ONE_SEED["table1"] for s in (1, 2)}
     rest = [j for j in jobs if j.stage > 1]
     assert {j.seeds[0] for j in rest[:2 * 28 - len(early)]} == {1, 2}
