@@ -195,8 +195,21 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
     summed = [j for j in jobs if "fc1000x1_tanh_eps" in j.name]
     started_at_one = [j for j in jobs if "fc1000x1_tanh_summed-m1" in j.name]
     alignment = [j for j in jobs if "_fa_alignment" in j.name]
+    own_choice = [j for j in jobs if "dropout_bp_own-choice" in j.name]
     assert len(nostop) + len(uniform) + len(control) + len(dropout_uniform) + len(zca) + len(halved_lr) \
-        + len(standardized) + len(summed) + len(started_at_one) + len(alignment) == len(jobs)
+        + len(standardized) + len(summed) + len(started_at_one) + len(alignment) + len(own_choice) == len(jobs)
+    # BP's dropout cell on BP's own search's choice: the row's preset, but for what that search chose
+    search = SEARCHES["bp-dropout-search"]
+    choice = search.choice(search.summary(REPO / "results" / "paper"))
+    assert choice is not None and choice["candidate"] == "lr3e-4"
+    assert [j.seeds for j in own_choice] == [(0,), (1,), (2,)]
+    for job in own_choice:
+        cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
+        assert (cfg.optim.lr, cfg.trainer.lr_schedule, cfg.trainer.max_epochs) == (
+            choice["settings"]["optim.lr"], choice["settings"]["trainer.lr_schedule"], choice["settings"]["trainer.max_epochs"])
+        assert (cell.trainer.lr_schedule, cell.trainer.max_epochs) == ("step", 300)
+        cfg.optim.lr, cfg.trainer.lr_schedule, cfg.trainer.max_epochs = cell.optim.lr, cell.trainer.lr_schedule, 300
+        assert cfg == cell
     for job in alignment:           # the cell's protocol, measured, up to a bounded epoch
         cfg, cell = compose_config(*job.overrides), compose_config(*job.overrides[:2])
         assert job.name.startswith(f"{cfg.data.name}-experiments/")
