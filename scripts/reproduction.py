@@ -155,7 +155,7 @@ def _against_row_choice(records: Path, search, choice: dict) -> str:
         return f"the row's own search ({first.method.upper()}) has not chosen yet"
     schedules = [{k: v for k, v in c["settings"].items() if k != "trainer.max_epochs"} for c in (choice, row)]
     same = schedules[0] == schedules[1]
-    return (f"{'the same' if same else 'not the'} LR and schedule as the row's choice "
+    return (f"{'the same' if same else 'not the same'} LR and schedule as the row's choice "
             f"({first.method.upper()}'s **{row['candidate']}**), which its {search.method.upper()} cell runs")
 
 

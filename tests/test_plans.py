@@ -279,7 +279,7 @@ def test_a_second_search_says_whether_it_chose_what_its_row_runs(tmp_path):
     for name in row.candidates:
         _curve(tmp_path, row, name, [2.0] * 10 if name == "constant" else [3.0] * 10)
     text = search_table(tmp_path, "cifar10-fa-dropout-search", "### FA")
-    assert "not the LR and schedule as the row's choice (DFA's **constant**)" in text
+    assert "not the same LR and schedule as the row's choice (DFA's **constant**)" in text
     _curve(tmp_path, fa, "constant", [1.0] * 10)
     text = search_table(tmp_path, "cifar10-fa-dropout-search", "### FA")
     assert "**constant**" in text and "the same LR and schedule as the row's choice (DFA's **constant**)" in text
