@@ -182,6 +182,11 @@ METHOD_DROPOUT_SEARCHES = {"table1": ("fa-dropout-search", "bp-dropout-search"),
                            "table2": ("cifar10-fa-dropout-search",)}
 
 
+def _dropout_search_jobs(plan: str) -> list[Job]:
+    """The plan's dropout-row searches: the one that sets the row, then the other methods' own."""
+    return [job for name in (DROPOUT_SEARCH[plan], *METHOD_DROPOUT_SEARCHES[plan]) for job in SEARCHES[name].jobs()]
+
+
 def _phase(plan: str, seed: int) -> int:
     return SEED_PHASE[plan].get(seed, LATER)
 
@@ -239,8 +244,7 @@ def table1_jobs(seeds: list[int], stacked: bool = False) -> list[Job]:
     bounded = {(DEEP_ROW, "bp"): DEEP_BOUNDED_EPOCHS, (DEEP_ROW, "fa"): DEEP_BOUNDED_EPOCHS}
     jobs = _flagged_first("table1", _cells("table1", "mnist", TABLE1_ROWS, seeds, stacked, bounded))
     if 0 in seeds:
-        jobs += [job for name in (DROPOUT_SEARCH["table1"], *METHOD_DROPOUT_SEARCHES["table1"])
-                 for job in SEARCHES[name].jobs()]
+        jobs += _dropout_search_jobs("table1")
     return ordered(jobs)
 
 
@@ -255,8 +259,7 @@ def table2_jobs(seeds: list[int], stacked: bool = False) -> list[Job]:
         if job.stage == 1 and any(job.name.startswith(f"cifar10/{row}_") for row in later_rows):
             job.stage = 2
     if 0 in seeds:
-        jobs += [job for name in (DROPOUT_SEARCH["table2"], *METHOD_DROPOUT_SEARCHES["table2"])
-                 for job in SEARCHES[name].jobs()]
+        jobs += _dropout_search_jobs("table2")
     return ordered(jobs)
 
 

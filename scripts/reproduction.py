@@ -254,8 +254,8 @@ def details_block(table: Table, records: Path, figure_files: list[Path], page: P
     parts = [table_markdown([records / table.data], table.data, parts=("paired",)), ""]
     heading = "### The dropout row's validation search" if table.number == 1 else \
         f"### Table {table.number}: the dropout row's validation search"
-    titles = [(name, f"{heading} for {SEARCHES[name].method.upper()}") for name in table.method_searches]
-    for name, title in [(table.search, heading), *titles]:
+    for name in (table.search, *table.method_searches):
+        title = heading if name == table.search else f"{heading} for {SEARCHES[name].method.upper()}"
         search = search_table(records, name, title)
         if search:
             parts += [search, ""]
