@@ -54,9 +54,12 @@ CONV_ROW, CONV_BOUNDED_EPOCHS = "conv_tanh", 12
 SEED_PHASE = {"table1": {0: 0, 1: 3, 2: 3}, "table2": {0: 1, 1: 4, 2: 4}}   # other seeds: phase 5
 # Cells flagged ⚑ on one seed: their seeds 1–2 go with phase 1, as they decide whether a ⚑ is one
 # seed's swing (docs/differences.md). Table 1's (2026-12-02) take an hour or less each; CIFAR-10's
-# 1x1000 cells (2026-12-05), about an hour each, say how far their swinging plateau moves by seed.
+# 1x1000 cells (2026-12-05), about an hour each, say how far their swinging plateau moves by seed;
+# 3x1000 BP (+0.68, past 2 × the paper's 0.3) and dropout FA (2026-12-06), about 2 h each, come next
+# (dropout FA's with its row, in phase 2).
 FLAGGED_ON_ONE_SEED = {"table1": {("fc800x2_tanh", "fa"), ("fc800x4_tanh", "fa"), ("fc800x2_tanh_dropout", "fa")},
-                       "table2": {("fc1000x1_tanh", m) for m in METHODS}}
+                       "table2": {*(("fc1000x1_tanh", m) for m in METHODS), ("fc1000x3_tanh", "bp"),
+                                  ("fc1000x3_tanh_dropout", "fa")}}
 LATER = 5
 EPS_OF_SUMMED = 1e-8 / 64   # RMSprop's eps on mean-over-batch gradients, as 1e-8 on the author's sums
 INITIAL_MEAN_OF_SUMMED = 1 / 64**2   # RMSprop's starting mean of g² on mean-over-batch gradients, as 1 on the author's sums

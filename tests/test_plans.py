@@ -54,8 +54,9 @@ def test_table2_plan_mlp_cells_and_search_first_then_the_dropout_and_conv_rows()
     phase1 = [j for j in jobs if j.stage == 1]
     assert {j.name.split("/")[1].rsplit("_", 2)[0] for j in phase1 if j.name.startswith("cifar10/")} == {
         "fc1000x1_tanh", "fc1000x3_tanh"}
-    early = {j.name for j in phase1 if j.seeds != (0,)}              # the 1x1000 cells, flagged on seed 0
-    assert early == {f"cifar10/fc1000x1_tanh_{m}_s{s}" for m in ("bp", "fa", "dfa") for s in (1, 2)}
+    early = {j.name for j in phase1 if j.seeds != (0,)}              # cells flagged on seed 0
+    assert early == {f"cifar10/{row}_{m}_s{s}" for row, m in [*(("fc1000x1_tanh", m) for m in ("bp", "fa", "dfa")),
+                                                              ("fc1000x3_tanh", "bp")] for s in (1, 2)}
     searches = [j for j in phase1 if j.name.startswith("cifar10-validation/fc1000x3_tanh_dropout_")]
     assert len(searches) == len(SEARCHES["cifar10-dropout-search"].candidates) + \
         len(SEARCHES["cifar10-fa-dropout-search"].candidates)
@@ -65,13 +66,15 @@ def test_table2_plan_mlp_cells_and_search_first_then_the_dropout_and_conv_rows()
     assert all("method=fa" in j.overrides and "data.split=validation" in j.overrides for j in fa_search)
     phase2 = {j.name for j in jobs if j.stage == 2}
     assert phase2 == {f"cifar10/{row}_{m}_s0" for row in ("fc1000x3_tanh_dropout", "conv_tanh")
-                      for m in ("bp", "fa", "dfa")}
+                      for m in ("bp", "fa", "dfa")} | {f"cifar10/fc1000x3_tanh_dropout_fa_s{s}" for s in (1, 2)}
     conv = [j for j in jobs if "conv_tanh" in j.name]
     assert len(conv) == 3 and all(f"trainer.max_epochs={plans.CONV_BOUNDED_EPOCHS}" in j.overrides for j in conv)
     assert [j.stage for j in jobs] == sorted(j.stage for j in jobs)
     seeds12 = [j for j in jobs if j.seeds[0] in (1, 2)]
-    assert len(seeds12) == 2 * 9 and {j.stage for j in seeds12} == {1, 4}    # the MLP rows only
+    assert len(seeds12) == 2 * 9 and {j.stage for j in seeds12} == {1, 2, 4}    # the MLP rows only
     assert {j.name for j in seeds12 if j.stage == 1} == early
+    assert {j.name for j in seeds12 if j.stage < 4} == {f"cifar10/{row}_{m}_s{s}" for row, m in
+                                                        plans.FLAGGED_ON_ONE_SEED["table2"] for s in (1, 2)}
     on_gpu = table2_jobs([0, 1, 2, 3, 4], stacked=True)
     conv_gpu = [j for j in on_gpu if "conv_tanh" in j.name]
     assert conv_gpu and not any("trainer.max_epochs" in o for j in conv_gpu for o in j.overrides)
