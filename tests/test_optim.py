@@ -135,13 +135,16 @@ def test_eps_over_the_batch_size_is_rmsprop_on_the_authors_summed_output_error()
     assert not torch.allclose(ours, authors, rtol=1e-3, atol=0)   # where gradients are tiny, eps differs
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_initial_mean_on_our_mean_is_torch_optims_initialMean_on_the_authors_sums(fused):
+@pytest.mark.parametrize("path", ["torch", "fused", pytest.param("capturable", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="the CUDA-graph path's optimizer needs a CUDA GPU"))])
+def test_initial_mean_on_our_mean_is_torch_optims_initialMean_on_the_authors_sums(path):
     """The plans' summed-m1 experiment: torch/optim as in June-Sept 2016 (initialMean 1, eps 1e-8) on the
     author's batch-summed output error is ours on the batch mean with eps / 64 and initial_mean / 64²
-    (float64 by hand; the fused step in float32 to rounding)."""
+    (float64 by hand; the fused step in float32 to rounding; the CUDA-graph path's capturable step on
+    the GPU in float64)."""
     from dfa_cli.optim import build_optimizer
     from dfa_cli.plans import EPS_OF_SUMMED, INITIAL_MEAN_OF_SUMMED
+    fused, device = path == "fused", "cuda" if path == "capturable" else "cpu"
     batch, dtype = 64, torch.float32 if fused else torch.float64
     g = torch.Generator().manual_seed(1)
     xs = [torch.randn(batch, 5, dtype=torch.float64, generator=g) * 1e-3 for _ in range(30)]
@@ -163,15 +166,16 @@ def test_initial_mean_on_our_mean_is_torch_optims_initialMean_on_the_authors_sum
 
     cfg = OmegaConf.create({"name": "rmsprop", "lr": 1e-4, "alpha": 0.99, "eps": EPS_OF_SUMMED, "momentum": 0.0,
                             "initial_mean": INITIAL_MEAN_OF_SUMMED})
-    w = torch.nn.Parameter(w0.clone().to(dtype))
-    opt = build_optimizer([w], cfg, fused=fused)
+    w = torch.nn.Parameter(w0.clone().to(device, dtype))
+    opt = build_optimizer([w], cfg, capturable=path == "capturable", fused=fused)
     assert isinstance(opt, FusedRMSprop) == fused
     for x, y in zip(xs, ys):
         opt.zero_grad(set_to_none=True)
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(x.to(dtype) @ w, y.to(dtype), reduction="none")
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(x.to(device, dtype) @ w, y.to(device, dtype),
+                                                                   reduction="none")
         bce.sum(-1).mean().backward()
         opt.step()
     started_at_one, started_at_zero = authors(1.0), authors(0.0)
     tol = dict(rtol=1e-5, atol=1e-8) if fused else dict(rtol=1e-12, atol=0)
-    torch.testing.assert_close(w.detach().double(), started_at_one, **tol)
+    torch.testing.assert_close(w.detach().double().cpu(), started_at_one, **tol)
     assert not torch.allclose(started_at_one, started_at_zero, rtol=1e-2)   # the start matters here
