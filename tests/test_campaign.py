@@ -123,14 +123,14 @@ def test_only_a_freed_slot_widens_a_running_job(tmp_path):
 
 
 def test_jobs_that_may_not_start_before_the_deadline_leave_their_slot_to_the_running_job(tmp_path):
-    """With --until, a queue can hold jobs and still start none: seeds 3–4 that would fit wait for
-    the earlier phases, and an earlier job too long for the time left waits for the next invocation
-    (its one carry-over slot taken). The free slot's thread then goes to the running job."""
+    """With --until, a queue can hold jobs and still start none: an earlier job too long for the time
+    left waits for the next invocation (its one carry-over slot taken). The free slot's thread then
+    goes to the running job; a job that may start keeps its slot."""
     running = Job("cifar10/a_dfa_s2", [], (2,), cost=3000.0, stage=1)
     too_long = Job("mnist/b_dfa_s1", [], (1,), cost=5000.0, stage=3)
-    waits_for_its_phase = Job("mnist/c_bp_s3", [], (3,), cost=100.0, stage=4)
-    for queue, widened, seconds_left in (([too_long, waits_for_its_phase], {running.name: 2}, 1000),
-                                         ([waits_for_its_phase], {}, 1000),   # the last phase alone may start
+    short_last = Job("mnist/c_bp_s3", [], (3,), cost=100.0, stage=4)
+    for queue, widened, seconds_left in (([too_long], {running.name: 2}, 1000),
+                                         ([too_long, short_last], {}, 1000),   # seeds 3–4 take the slot
                                          ([too_long], {}, -1)):   # past the deadline: paused stays paused
         campaign = Campaign([], tmp_path, tmp_path, parallel=2, widen_after=0,
                             deadline=time.time() + seconds_left, carry_over=True)
@@ -210,6 +210,7 @@ def test_with_a_deadline_only_jobs_that_fit_start_longest_first(tmp_path):
     assert campaign(300)._pick(new_last := [Job("mnist/d_bp_s4", [], (4,), cost=100.0, stage=3), *queue]) == 1
     assert campaign(300)._pick(queue + [new_last[0]]) == 0   # phase 2's 100 s, not the last phase's
     assert campaign(300)._pick([new_last[0]]) == 0            # the last phase once all else is done
+    assert campaign(300)._pick([new, new_last[0]]) == 1       # ... or once nothing earlier fits (500 s)
     assert campaign(50)._pick(queue) is None
     assert Campaign([], records, state)._pick(queue) == 0   # no deadline: the plan's order
     (state / "runs" / "mnist" / "b_bp_s0" / ".hydra").mkdir(parents=True)
@@ -233,6 +234,11 @@ def test_carry_over_lets_one_slot_hold_a_job_longer_than_the_time_left(tmp_path)
     assert campaign(carry_over=False)._pick([short, long1, longer1]) == 0
     assert campaign()._pick([short, long3]) == 0                      # no jumping the plan's phases
     assert campaign()._pick([long3, last]) == 0                       # seeds 3–4 still wait for the rest
+    short_last = Job("mnist/f_dfa_s4", [], (4,), cost=100.0, stage=4)
+    assert campaign()._pick([long1, short_last]) == 0                 # the carried job first ...
+    busy_slot = campaign()
+    busy_slot.carried.add(long1.name)
+    assert busy_slot._pick([longer1, short_last]) == 1                # ... then seeds 3–4 that end in time
     assert campaign(carry_over=False)._pick([long3]) is None
     busy = campaign()
     busy.carried.add("mnist/x_bp_s0")                                 # one slot already carries a job
