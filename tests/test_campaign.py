@@ -233,7 +233,7 @@ def test_carry_over_lets_one_slot_hold_a_job_longer_than_the_time_left(tmp_path)
     assert campaign()._pick([short, long1, longer1]) == 2            # the longest that cannot fit
     assert campaign(carry_over=False)._pick([short, long1, longer1]) == 0
     assert campaign()._pick([short, long3]) == 0                      # no jumping the plan's phases
-    assert campaign()._pick([long3, last]) == 0                       # seeds 3–4 still wait for the rest
+    assert campaign()._pick([long3, last]) == 0                       # the carry goes to the earlier phase
     short_last = Job("mnist/f_dfa_s4", [], (4,), cost=100.0, stage=4)
     assert campaign()._pick([long1, short_last]) == 0                 # the carried job first ...
     busy_slot = campaign()
