@@ -21,9 +21,8 @@ With a ``deadline`` (a machine lent for a few hours whose state may not outlive 
 only if it is expected to finish by then: its expected time is the mean wall time of the committed
 records of the same cell (any seed), else the plan's estimate, less what a resumed run has already
 spent. A run already begun resumes first; then the longest job that fits goes first, so short ones
-fill the end; a later phase starts when nothing of an earlier one fits (the last, seeds 3–4, only
-then: it waits while any earlier job could start instead). Running jobs are never stopped at the
-deadline, except a carried-over one: with ``carry_over`` (a machine whose state may outlive the session), one
+fill the end; a later phase (seeds 3–4 too) starts when nothing of an earlier one fits. Running
+jobs are never stopped at the deadline, except a carried-over one: with ``carry_over`` (a machine whose state may outlive the session), one
 slot may hold a job that cannot finish by the deadline, the longest of the plan's earliest phase
 with such a job, so that runs longer than any session (the 100-layer net) still progress; it is
 paused with a checkpoint at the deadline, and the next invocation resumes it before starting new jobs.
@@ -242,16 +241,11 @@ class Campaign:
         """The index of the job to start next, or None when no job fits before the deadline."""
         if self.deadline is None:
             return self._next(queue)
-        last = max(_stage(job) for job in queue)
-        # the last phase (seeds 3–4) waits while an earlier job could start; a core left idle
-        # until the deadline would gain nothing
-        held = any(_stage(job) < last and self._fits(job) for job in queue)
-        allowed = [i for i, job in enumerate(queue) if not (held and _stage(job) == last)]
-        fitting = [i for i in allowed if self._fits(queue[i])]
+        fitting = [i for i, job in enumerate(queue) if self._fits(job)]
         begun = [i for i in fitting if self._begun(queue[i])]
         if begun:                        # its work so far dies with the machine unless it ends now
             return begun[0]
-        carry = self._carry_pick(queue, [i for i in allowed if i not in fitting], fitting)
+        carry = self._carry_pick(queue, [i for i in range(len(queue)) if i not in fitting], fitting)
         if carry is not None:
             return carry
         if not fitting:
