@@ -14,8 +14,10 @@ campaign is (cells with a record, machine hours, the machines), the table as dfa
 (ours beside the paper, n per cell) and the ours-vs-paper figure; docs/reproduction.md's details
 block the paired differences vs BP, the dropout row's validation search and the links to each
 row's learning curves. The README's ``figures`` block shows the runs behind the paper's other
-evidence (t-SNE maps, alignment angles). Everything in a block comes from the records; the
-hand-written notes sit outside the markers.
+evidence (t-SNE maps, alignment angles). docs/differences.md's ``table2-plateau`` block gives every
+CIFAR-10 run's plateau (mean of the last 50 epochs), lowest epoch and training error, which the ⚑
+paragraphs discuss. Everything in a block comes from the records; the hand-written notes sit outside
+the markers.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from dfa_cli.report.build import Options, build_report, table_markdown  # noqa: E402
 from dfa_cli.report.collect import collect  # noqa: E402
+from dfa_cli.report.plateau import curve_facts, plateau_markdown  # noqa: E402
 from dfa_cli.campaign import preset_sets  # noqa: E402
 from dfa_cli.plans import DROPOUT_SEARCH, METHOD_DROPOUT_SEARCHES, PRESETS, SEARCHES  # noqa: E402
 from dfa_cli.report.spec import TABLES  # noqa: E402
@@ -178,15 +181,13 @@ def flagged_cells(records: Path, table: Table = TABLE1) -> list[dict]:
              "paper_std": c.paper_std, "paths": list(c.paths)} for c in frame[frame["flagged"]].itertuples()]
 
 
-def run_facts(path: Path, last: int = 10) -> str:
-    """What a ⚑ paragraph quotes about one record: how it stopped, and its last epochs' spread."""
+def run_facts(path: Path) -> str:
+    """What a ⚑ paragraph quotes about one record: how it stopped, where its test error settled."""
     s = json.loads((path / "summary.json").read_text())
-    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    test = [r["test_error"] for r in rows[-last:]]
-    train = [r["train_error"] for r in rows[-5:]]
-    return (f"{path.name}: {s['test_error']:.2f} % at epoch {s['epochs']} ({s['stop_reason']}); "
-            f"last {len(test)} epochs' test error mean {sum(test) / len(test):.2f}, min {min(test):.2f}, "
-            f"max {max(test):.2f}; last 5 epochs' online training error {min(train):.2f}–{max(train):.2f} %")
+    f = curve_facts(path)
+    return (f"{path.name}: {f.last:.2f} % at epoch {f.epochs} ({s['stop_reason']}); mean of the last {f.window} "
+            f"epochs {f.plateau:.2f}, lowest {f.lowest:.2f} at epoch {f.lowest_epoch}; online training error "
+            f"{f.train_end:.2f} % at the end, {f.train_at_lowest:.2f} at the lowest")
 
 
 def missing_paragraphs(page: str, records: Path) -> list[str]:
@@ -284,6 +285,12 @@ def figures_block(records: Path, figure_files: list[Path], page: Path) -> str:
     return "\n".join(parts)
 
 
+def plateau_block(table: Table, records: Path, figure_files: list[Path], page: Path) -> str:
+    """docs/differences.md's: where every full-protocol run of the table's cells settles."""
+    frame = cells_frame(records, table)
+    return f"Table {table.number}: " + plateau_markdown(frame[~frame["shortened"] & (frame["n"] > 0)])
+
+
 class Block(NamedTuple):
     name: str                                          # in its markers
     page: Path                                         # the file that holds it
@@ -294,7 +301,8 @@ BLOCKS = [Block("table1", README, partial(table_block, TABLE1)),
           Block("table1-details", REPRODUCTION_PAGE, partial(details_block, TABLE1)),
           Block("table2", README, partial(table_block, TABLE2)),
           Block("table2-details", REPRODUCTION_PAGE, partial(details_block, TABLE2)),
-          Block("figures", README, figures_block)]
+          Block("figures", README, figures_block),
+          Block("table2-plateau", DIFFERENCES_PAGE, partial(plateau_block, TABLE2))]
 
 
 def current(block: Block) -> str:

@@ -1,0 +1,92 @@
+"""Where a run's test error settles, read from its ``metrics.jsonl``.
+
+The tables report the last epoch, as the author's code does. Where a net's test error swings from
+epoch to epoch around a plateau (CIFAR-10's MLPs), the last epoch is one draw from that swing; these
+facts say where the plateau lies, how far the last epoch fell from it, and where the lowest epoch
+came compared with the online training error, so a cell's paragraph can quote the records instead
+of hand-copied numbers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import NamedTuple
+
+from .collect import read_metrics
+from .spec import METRICS, SUMMARY
+
+PLATEAU_EPOCHS = 50   # the plateau: the mean test error over a run's last 50 epochs
+
+
+class CurveFacts(NamedTuple):
+    epochs: int
+    last: float                   # test error % at the last epoch (the table's number)
+    plateau: float                # mean test error % over the last ``window`` epochs
+    window: int                   # how many epochs ``plateau`` averages (fewer if the run is shorter)
+    lowest: float                 # the lowest test error % of any epoch ...
+    lowest_epoch: int             # ... at this epoch (the first, on a tie)
+    train_end: float              # online training error % at the last epoch
+    train_at_lowest: float        # ... at the lowest epoch
+    reaches_train: int | None     # the first epoch whose online training error ≤ a given level
+
+
+def curve_facts(run: Path, train_level: float | None = None, window: int = PLATEAU_EPOCHS) -> CurveFacts:
+    """The facts of one run folder; ``train_level`` (%, e.g. the paper's training error) sets
+    ``reaches_train``. Raises ValueError for a run without a logged epoch."""
+    rows, _ = read_metrics(Path(run) / METRICS)
+    if not rows:
+        raise ValueError(f"{run}: no logged epoch in {METRICS}")
+    test = [float(r["test_error"]) for r in rows]
+    low = min(range(len(test)), key=test.__getitem__)
+    tail = test[-window:]
+    reaches = None if train_level is None else next(
+        (int(r["epoch"]) for r in rows if float(r["train_error"]) <= train_level), None)
+    return CurveFacts(epochs=int(rows[-1]["epoch"]), last=test[-1], plateau=sum(tail) / len(tail), window=len(tail),
+                      lowest=test[low], lowest_epoch=int(rows[low]["epoch"]),
+                      train_end=float(rows[-1]["train_error"]), train_at_lowest=float(rows[low]["train_error"]),
+                      reaches_train=reaches)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1, as the tables); the std is NaN for one value."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else math.nan)
+
+
+def _mean_std_text(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {std:.2f}"
+
+
+def plateau_markdown(cells) -> str:
+    """Every run of ``cells`` (dfa-report's cell frame: row, method, paths, paper values), one table
+    per row: the last epoch beside the plateau, the lowest epoch and the online training error,
+    and, for a cell of several seeds, their mean ± std beside the paper's value."""
+    parts = ["every full-protocol run of each cell, read from its `metrics.jsonl` (`dfa_cli/report/plateau.py`): "
+             "the test error % at the last epoch (the table's number), its mean over the last "
+             f"{PLATEAU_EPOCHS} epochs (the plateau), the lowest epoch's, the online training error % at the "
+             "end and at the lowest epoch, and the first epoch whose online training error is at or below "
+             "the paper's. Cell rows: mean ± std over seeds (ddof=1), beside the paper's value (training error).", ""]
+    for row, row_cells in cells.groupby("row", sort=False):
+        parts += [f"**{row}**", "",
+                  f"| Run | last epoch | mean of the last {PLATEAU_EPOCHS} | lowest (epoch) | online training error: "
+                  "end; at the lowest | first epoch at the paper's training error | paper (training error) |",
+                  "|---|---|---|---|---|---|---|"]
+        for cell in row_cells.itertuples():
+            runs = sorted((json.loads((Path(p) / SUMMARY).read_text())["seed"],
+                           curve_facts(Path(p), cell.paper_train_error)) for p in cell.paths)
+            for seed, f in runs:
+                parts.append(f"| {cell.method.upper()}, seed {seed} | {f.last:.2f} | {f.plateau:.2f} | {f.lowest:.2f} "
+                             f"({f.lowest_epoch}) | {f.train_end:.2f}; {f.train_at_lowest:.2f} | "
+                             f"{f.reaches_train or 'not reached'} | {cell.paper_text if len(runs) == 1 else ''} |")
+            if len(runs) > 1:
+                facts = [f for _, f in runs]
+
+                def cell_text(field: str) -> str:
+                    return _mean_std_text([getattr(f, field) for f in facts])
+                parts.append(f"| **{cell.method.upper()}, n={len(facts)}** | **{cell_text('last')}** | "
+                             f"**{cell_text('plateau')}** | **{cell_text('lowest')}** | {cell_text('train_end')}; "
+                             f"{cell_text('train_at_lowest')} | | {cell.paper_text} |")
+        parts.append("")
+    return "\n".join(parts)
