@@ -288,7 +288,7 @@ def figures_block(records: Path, figure_files: list[Path], page: Path) -> str:
 def plateau_block(table: Table, records: Path, figure_files: list[Path], page: Path) -> str:
     """docs/differences.md's: where every full-protocol run of the table's cells settles."""
     frame = cells_frame(records, table)
-    return f"Table {table.number}: " + plateau_markdown(frame[~frame["shortened"] & (frame["n"] > 0)])
+    return plateau_markdown(frame[~frame["shortened"] & (frame["n"] > 0)], f"Table {table.number}")
 
 
 class Block(NamedTuple):

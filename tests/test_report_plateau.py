@@ -58,11 +58,11 @@ def test_the_markdown_gives_each_run_and_a_mean_row_only_for_a_cell_of_several_s
          "paper_train_error": 2.5, "paper_text": "45.1 ± 0.7 (2.5)"},
         {"row": "1x1000 tanh", "method": "dfa", "paths": [paths["dfa_s0"]],
          "paper_train_error": 1.0, "paper_text": "46.4 ± 0.4 (3.2)"}])
-    lines = plateau_markdown(cells).splitlines()
+    lines = plateau_markdown(cells, "Table 2").splitlines()
     rows = [line for line in lines if line.startswith("| BP") or line.startswith("| DFA") or line.startswith("| **")]
     assert rows == [
         "| BP, seed 0 | 46.00 | 48.00 | 46.00 (2) | 2.00; 2.00 | 2 |  |",     # seeds in order, whatever the paths'
         "| BP, seed 1 | 47.00 | 47.50 | 47.00 (2) | 2.00; 2.00 | 2 |  |",
         "| **BP, n=2** | **46.50 ± 0.71** | **47.75 ± 0.35** | **46.50 ± 0.71** | 2.00 ± 0.00; 2.00 ± 0.00 | | 45.1 ± 0.7 (2.5) |",
         "| DFA, seed 0 | 49.00 | 50.50 | 49.00 (2) | 2.00; 2.00 | not reached | 46.4 ± 0.4 (3.2) |"]
-    assert lines.count("**1x1000 tanh**") == 1
+    assert lines[0].startswith("Table 2: every full-protocol run") and lines.count("**1x1000 tanh**") == 1

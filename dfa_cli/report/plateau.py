@@ -59,11 +59,11 @@ def _mean_std_text(values: list[float]) -> str:
     return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {std:.2f}"
 
 
-def plateau_markdown(cells) -> str:
-    """Every run of ``cells`` (dfa-report's cell frame: row, method, paths, paper values), one table
-    per row: the last epoch beside the plateau, the lowest epoch and the online training error,
+def plateau_markdown(cells, title: str) -> str:
+    """Every run of ``cells`` (dfa-report's cell frame: row, method, paths, paper values), under a
+    lead sentence naming ``title``, one table per row: the last epoch beside the plateau, the lowest epoch and the online training error,
     and, for a cell of several seeds, their mean ± std beside the paper's value."""
-    parts = ["every full-protocol run of each cell, read from its `metrics.jsonl` (`dfa_cli/report/plateau.py`): "
+    parts = [f"{title}: every full-protocol run of each cell, read from its `metrics.jsonl` (`dfa_cli/report/plateau.py`): "
              "the test error % at the last epoch (the table's number), its mean over the last "
              f"{PLATEAU_EPOCHS} epochs (the plateau), the lowest epoch's, the online training error % at the "
              "end and at the lowest epoch, and the first epoch whose online training error is at or below "
