@@ -22,10 +22,11 @@ only if it is expected to finish by then: its expected time is the mean wall tim
 records of the same cell (any seed), else the plan's estimate, less what a resumed run has already
 spent. A run already begun resumes first; then the longest job that fits goes first, so short ones
 fill the end; a later phase (seeds 3–4 too) starts when nothing of an earlier one fits. Running
-jobs are never stopped at the deadline, except a carried-over one: with ``carry_over`` (a machine whose state may outlive the session), one
-slot may hold a job that cannot finish by the deadline, the longest of the plan's earliest phase
-with such a job, so that runs longer than any session (the 100-layer net) still progress; it is
-paused with a checkpoint at the deadline, and the next invocation resumes it before starting new jobs.
+jobs are never stopped at the deadline, except a carried-over one: with ``carry_over`` (a machine
+whose state may outlive the session), one slot may hold a job that cannot finish by the deadline,
+the longest of the plan's earliest phase with such a job, so that runs longer than any session (the
+100-layer net) still progress; it is paused with a checkpoint at the deadline, and the next
+invocation resumes it before starting new jobs.
 """
 from __future__ import annotations
 

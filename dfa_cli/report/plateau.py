@@ -54,18 +54,20 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else math.nan)
 
 
-def _mean_std_text(values: list[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {std:.2f}"
+def _over_seeds(facts: list[CurveFacts], field: str) -> str:
+    """One field's mean ± std over a cell's runs, as the cell row shows it."""
+    mean, std = mean_std([getattr(f, field) for f in facts])
+    return f"{mean:.2f}" if len(facts) == 1 else f"{mean:.2f} ± {std:.2f}"
 
 
 def plateau_markdown(cells, title: str) -> str:
     """Every run of ``cells`` (dfa-report's cell frame: row, method, paths, paper values), under a
-    lead sentence naming ``title``, one table per row: the last epoch beside the plateau, the lowest epoch and the online training error,
-    and, for a cell of several seeds, their mean ± std beside the paper's value."""
-    parts = [f"{title}: every full-protocol run of each cell, read from its `metrics.jsonl` (`dfa_cli/report/plateau.py`): "
-             "the test error % at the last epoch (the table's number), its mean over the last "
-             f"{PLATEAU_EPOCHS} epochs (the plateau), the lowest epoch's, the online training error % at the "
+    lead sentence naming ``title``, one table per row: the last epoch beside the plateau, the lowest
+    epoch and the online training error, and, for a cell of several seeds, their mean ± std beside
+    the paper's value."""
+    parts = [f"{title}: every full-protocol run of each cell, read from its `metrics.jsonl` "
+             "(`dfa_cli/report/plateau.py`): the test error % at the last epoch (the table's number), its "
+             f"mean over the last {PLATEAU_EPOCHS} epochs (the plateau), the lowest epoch's, the online training error % at the "
              "end and at the lowest epoch, and the first epoch whose online training error is at or below "
              "the paper's. Cell rows: mean ± std over seeds (ddof=1), beside the paper's value (training error).", ""]
     for row, row_cells in cells.groupby("row", sort=False):
@@ -82,11 +84,9 @@ def plateau_markdown(cells, title: str) -> str:
                              f"{f.reaches_train or 'not reached'} | {cell.paper_text if len(runs) == 1 else ''} |")
             if len(runs) > 1:
                 facts = [f for _, f in runs]
-
-                def cell_text(field: str) -> str:
-                    return _mean_std_text([getattr(f, field) for f in facts])
-                parts.append(f"| **{cell.method.upper()}, n={len(facts)}** | **{cell_text('last')}** | "
-                             f"**{cell_text('plateau')}** | **{cell_text('lowest')}** | {cell_text('train_end')}; "
-                             f"{cell_text('train_at_lowest')} | | {cell.paper_text} |")
+                parts.append(f"| **{cell.method.upper()}, n={len(facts)}** | **{_over_seeds(facts, 'last')}** | "
+                             f"**{_over_seeds(facts, 'plateau')}** | **{_over_seeds(facts, 'lowest')}** | "
+                             f"{_over_seeds(facts, 'train_end')}; {_over_seeds(facts, 'train_at_lowest')} | | "
+                             f"{cell.paper_text} |")
         parts.append("")
     return "\n".join(parts)
