@@ -55,9 +55,9 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _over_seeds(facts: list[CurveFacts], field: str) -> str:
-    """One field's mean ± std over a cell's runs, as the cell row shows it."""
+    """One field's mean ± std over a cell's runs (two or more), as the cell row shows it."""
     mean, std = mean_std([getattr(f, field) for f in facts])
-    return f"{mean:.2f}" if len(facts) == 1 else f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.2f} ± {std:.2f}"
 
 
 def plateau_markdown(cells, title: str) -> str:
