@@ -88,13 +88,20 @@ def _flatten(obj, prefix: str = "") -> dict:
     return {prefix[:-1]: obj}
 
 
+# Settings added since some runs started whose default is not the behaviour that came before them:
+# a config without the key ran as this value. (loss.reduction: the batch mean, until 2026-12-07.)
+BEFORE_THE_KEY = {"loss.reduction": "mean"}
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
     """``key: saved → current`` for every key (outside :data:`MAY_DIFFER`) whose value changed.
 
-    A key the saved config lacks is a setting added to dfa-run since the run started; new settings
-    default to the behaviour that came before them, so it is not a difference.
+    A key the saved config lacks is a setting added to dfa-run since the run started; it is a
+    difference only where the current value is not the behaviour that came before it
+    (:data:`BEFORE_THE_KEY`; other new settings default to exactly that behaviour).
     """
     a, b = _flatten(saved), _flatten(current)
+    a.update({k: v for k, v in BEFORE_THE_KEY.items() if k not in a and k.split(".")[0] in saved})
     diffs = []
     for key in sorted(set(a) | set(b)):
         if any(key == k or key.startswith(k + ".") for k in MAY_DIFFER) or key not in a:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, ListConfig
 from . import logger
 from .data import INPUT_SHAPES, PREPROCESS, SPLITS
 from .errors import UserError
-from .losses import LOSSES
+from .losses import LOSSES, REDUCTIONS
 from .conv import IFA_ON_CONV, STACKING, conv_map_shapes, rule_on_conv
 from .models import ACTIVATIONS, LATER_RULES, METHODS
 from .rules import FEEDBACK_KINDS, FEEDBACK_SCALES
@@ -113,6 +113,7 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"model.hidden must be a non-empty list of positive layer widths, got {hidden!r}.")
     _choice("init.name", cfg.init.name, INITS)
     _choice("loss.name", cfg.loss.name, LOSSES)
+    _choice("loss.reduction", cfg.loss.get("reduction", "mean"), REDUCTIONS)
     _choice("optim.name", cfg.optim.name, OPTIMIZERS)
     _number("optim.lr", cfg.optim.lr, 0, low_open=True)
     for key in ("input", "hidden"):

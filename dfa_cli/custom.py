@@ -185,6 +185,8 @@ def build(cfg, seed: int) -> CustomNet:
             output.feedback_kind = cfg.method.feedback
         if cfg.method.get("density", 1.0) != 1:
             output.density = cfg.method.density
+    if output is not None:
+        output.reduction = cfg.loss.get("reduction", "mean")
     net = CustomNet(module, input_shape, rule)
     _try_one_step(net, cfg, n_classes)
     return net

@@ -29,7 +29,7 @@ import torch
 from . import checkpoint as ckpt
 from .data import Dataset
 from .fast import FastFCStep
-from .losses import per_replica_loss
+from .losses import batch_scale, per_replica_loss
 from .optim import keep_replicas
 from .progress import Progress
 from .records import RunRecord
@@ -68,13 +68,14 @@ class Trainer:
     """Train a (possibly stacked) model with the paper's protocol and write one record per seed."""
 
     def __init__(self, model, optimizer, data: Dataset, records: list[RunRecord], seeds: list[int], *,
-                 loss: str = "bce", batch_size: int = 64, max_epochs: int = 300,
+                 loss: str = "bce", reduction: str = "mean", batch_size: int = 64, max_epochs: int = 300,
                  stop_train_error: float = 0.01, ema_decay: float = 0.75, eval_batch_size: int = 10000,
                  cuda_graph: bool = False, describe: dict | None = None, progress="auto",
                  checkpoint=None, checkpoint_every: int = 1, meta: dict | None = None,
                  adversarial=None, alignment=None, features=None, eval_train: bool = False,
                  schedule: LRSchedule | None = None, eval_split: str = "test", fast_step: bool = False):
         self.model, self.optimizer, self.data, self.loss = model, optimizer, data, loss
+        self.reduction = reduction   # sum: the author's step, a partial batch steps short (dfa_cli.losses)
         self.batch_size, self.max_epochs, self.eval_batch_size = batch_size, max_epochs, eval_batch_size
         self.stop_train_error, self.ema_decay = stop_train_error, ema_decay
         self.schedule = schedule or LRSchedule()
@@ -82,7 +83,7 @@ class Trainer:
         # "test", or "val" when the evaluation set is the validation split: the records say which
         self.eval_key = "val" if eval_split == "validation" else "test"
         # the hand-written step of dfa_cli.fast (CPU, fully connected BP/FA/DFA), else autograd
-        self.fast = FastFCStep(model, loss) if fast_step else None
+        self.fast = FastFCStep(model, loss, reduction) if fast_step else None
         self.describe, self.progress = dict(describe or {}), progress
         self.device = data.x_train.device
         self.use_graph = cuda_graph and self.device.type == "cuda"
@@ -114,7 +115,7 @@ class Trainer:
             logits = self.model(x, targets=y)     # (DRTP's hidden signals are made of y)
             losses = per_replica_loss(logits, y, self.loss)
             self.optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
+            (losses.sum() * batch_scale(idx.shape[1], self.reduction)).backward()
             wrong = (logits.argmax(-1) != y).sum(-1)
         self.optimizer.step()
         with torch.no_grad():

@@ -7,7 +7,8 @@ computes the same update as autograd through :mod:`dfa_cli.rules` does, written 
 
 - forward: ``a_i = h_{i-1} W_i + b_i``, ``h_i = f(a_i) ⊙ m_i`` (``m_i`` the dropout mask, drawn by
   the same calls in the same order as the model's forward, so the masks are the same);
-- output error ``e = ∂loss/∂a_y`` (sigmoid or softmax minus the one-hot target, over the batch);
+- output error ``e = ∂loss/∂a_y`` (sigmoid or softmax minus the one-hot target; divided by the
+  batch size only under ``loss.reduction=mean``, :mod:`dfa_cli.losses`);
 - hidden signal ``g_i``: DFA ``(e B)`` sliced per layer, from one matmul (DRTP: ``y* B``); BP
   ``δ_{i+1} W_{i+1}ᵀ``; FA ``δ_{i+1} B_{i+1}ᵀ`` (sign symmetry: ``B`` from ``sign(W_{i+1})``, made
   in the forward pass where the model makes it, so brSF draws the same magnitudes); then
@@ -43,10 +44,11 @@ def supported(model) -> bool:
 class FastFCStep:
     """``step(x, y)`` → per-replica mean loss ``(R,)`` and wrong answers ``(R,)``; fills ``.grad``."""
 
-    def __init__(self, model: FCNet, loss: str = "bce"):
+    def __init__(self, model: FCNet, loss: str = "bce", reduction: str = "mean"):
         if not supported(model):
             raise ValueError(f"no fast step for {type(model).__name__} with method {model.method}")
         self.model, self.loss = model, loss
+        self.reduction = reduction   # mean: e over the batch size; sum: the author's e, as it is
         self.buffers: dict[tuple, list[torch.Tensor]] = {}
 
     def _grads(self) -> None:
@@ -115,7 +117,7 @@ class FastFCStep:
         """Every hidden layer's gradients, top down, from the output error ``delta``."""
         net = self.model
         if net.method in ("dfa", "drtp"):   # every hidden layer's signal from one matmul
-            source = delta if net.method == "dfa" else scaled_targets(logits, y, net.feedback_scale)
+            source = delta if net.method == "dfa" else scaled_targets(logits, y, net.feedback_scale, self.reduction)
             signals = torch.bmm(source, net.feedback).split(net.hidden_widths, dim=-1)
         for i in range(len(acts) - 1, -1, -1):
             if net.method in ("dfa", "drtp"):
@@ -155,10 +157,12 @@ class FastFCStep:
         return None
 
     def _output_error(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``∂(mean loss over the batch)/∂logits``: (sigmoid or softmax − one-hot) / batch."""
+        """``∂loss/∂logits``: sigmoid or softmax − one-hot, summed over the batch's examples
+        (``reduction=sum``) or divided by the batch size (``mean``)."""
         onehot = torch.zeros_like(logits).scatter_(-1, y.unsqueeze(-1), 1.0)
         probs = torch.sigmoid(logits) if self.loss == "bce" else torch.softmax(logits, dim=-1)
-        return (probs - onehot).div_(logits.shape[1])
+        e = probs.sub_(onehot)
+        return e.div_(logits.shape[1]) if self.reduction == "mean" else e
 
     def _weight_grads(self, i: int, h: torch.Tensor, delta: torch.Tensor) -> None:
         w, b = self.model.weights[i], self.model.biases[i]

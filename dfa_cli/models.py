@@ -118,13 +118,16 @@ class FCNet(ReplicatedNet):
     ``feedback``/``density``: how DFA's fixed random matrices are drawn (:func:`~dfa_cli.rules.feedback_block`).
     ``feedback_scale``: ``paper``, or ``source`` for DRTP's and sparse DFA's scale as their code has it
     (:func:`~dfa_cli.rules.feedback_bound`, :func:`~dfa_cli.rules.scaled_targets`).
+    ``reduction``: the training loss's (``mean`` | ``sum``), which DRTP's targets are scaled to match.
     """
 
     def __init__(self, sizes: Sequence[int], activation: str, method: str, seeds: Sequence[int],
                  init: str = "paper", dropout_input: float = 0.0, dropout_hidden: float = 0.0,
-                 feedback: str = "uniform", density: float = 1.0, feedback_scale: str = "paper"):
+                 feedback: str = "uniform", density: float = 1.0, feedback_scale: str = "paper",
+                 reduction: str = "mean"):
         super().__init__()
         self.sizes, self.activation, self.method = list(sizes), activation, method
+        self.reduction = reduction   # the loss's (dfa_cli.losses): how DRTP scales its targets
         self.feedback_kind, self.density = feedback, density
         self.feedback_scale, self.feedback_source = feedback_scale, scale_source(method, feedback_scale)
         self.dropout_input, self.dropout_hidden = dropout_input, dropout_hidden
@@ -209,7 +212,7 @@ class FCNet(ReplicatedNet):
         if cut and self.method == "drtp":
             if targets is None:
                 raise ValueError("method=drtp trains from the targets: call model(x, targets=y)")
-            targets = scaled_targets(logits, targets, self.feedback_scale)
+            targets = scaled_targets(logits, targets, self.feedback_scale, self.reduction)
             return DirectTargetProjection.apply(logits, self.feedback, targets, *taps)
         if cut and self.method == "ifa":
             upper = [self.weights[i] for i in range(1, n_hidden)]   # (slicing a ParameterList builds a module)

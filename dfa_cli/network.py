@@ -44,4 +44,5 @@ def build_model(cfg, input_shape: Sequence[int], n_classes: int, seeds: Sequence
                        stack=m.get("stack", "loop"), **feedback)
     sizes = [math.prod(input_shape), *hidden_sizes(m), n_classes]
     return FCNet(sizes, m.activation, cfg.method.name, seeds, init=cfg.init.name,
-                 dropout_input=cfg.dropout.input, dropout_hidden=cfg.dropout.hidden, **feedback)
+                 dropout_input=cfg.dropout.input, dropout_hidden=cfg.dropout.hidden,
+                 reduction=cfg.loss.get("reduction", "mean"), **feedback)

@@ -209,11 +209,13 @@ class DirectTargetProjection(torch.autograd.Function):
         return (e, None, None, *grads)
 
 
-def scaled_targets(logits: torch.Tensor, y: torch.Tensor, scale: str = "paper") -> torch.Tensor:
-    """DRTP's projected vector, shaped like ``logits``: the one-hot target over the batch size, as
-    ``e`` is (``paper``), or the one-hot target itself, summed over the batch (``source``: its code)."""
+def scaled_targets(logits: torch.Tensor, y: torch.Tensor, scale: str = "paper",
+                   reduction: str = "mean") -> torch.Tensor:
+    """DRTP's projected vector, shaped like ``logits``: the one-hot target scaled as ``e`` is
+    (``paper``: over the batch size under ``reduction=mean``, as it is under ``sum``), or the
+    one-hot target itself, summed over the batch (``source``: its code)."""
     onehot = torch.zeros_like(logits).scatter_(-1, y.unsqueeze(-1), 1.0)
-    return onehot.div_(logits.shape[1]) if scale == "paper" else onehot
+    return onehot.div_(logits.shape[1]) if scale == "paper" and reduction == "mean" else onehot
 
 
 class IndirectFeedback(torch.autograd.Function):

@@ -103,6 +103,7 @@ def describe(cfg: DictConfig, model, data, device, fused: bool = False) -> dict:
         "dropout_input": cfg.dropout.input, "dropout_hidden": cfg.dropout.hidden,
         "dropout_conv": list(cfg.dropout.get("conv") or []) or None,
         "hidden": hidden_sizes(cfg.model), "loss": cfg.loss.name,
+        "loss_reduction": cfg.loss.get("reduction", "mean"),
         "feedback": cfg.method.get("feedback", "uniform"), "density": cfg.method.get("density", 1.0),
         "feedback_scale": cfg.method.get("feedback_scale", "paper"),
         "init": model.init, "init_config": cfg.init.name,
@@ -190,6 +191,7 @@ def train(cfg: DictConfig, run_dir, resume: bool | None = None, job_num: int | N
     records = [RunRecord(p, logger.mirror(cfg.get("logger"), p)) for p in replica_dirs(run_dir, seeds)]
     t = cfg.trainer
     trainer = Trainer(model, optimizer, data, records, seeds, loss=cfg.loss.name,
+                      reduction=cfg.loss.get("reduction", "mean"),
                       batch_size=t.batch_size, max_epochs=t.max_epochs,
                       stop_train_error=t.stop_train_error, ema_decay=t.ema_decay,
                       eval_batch_size=t.eval_batch_size, cuda_graph=use_graph,

@@ -8,7 +8,7 @@ import torch
 
 from dfa_cli.adversarial import fgsm, input_gradient
 from dfa_cli.fast import FastFCStep, supported
-from dfa_cli.losses import per_replica_loss
+from dfa_cli.losses import batch_scale, per_replica_loss
 from dfa_cli.models import FCNet
 from dfa_cli.run import train
 
@@ -30,21 +30,22 @@ def _batch(replicas, dtype, seed=5):
             torch.randint(0, SIZES[-1], (replicas, 16), generator=g))
 
 
-def _autograd(net, x, y, loss):
+def _autograd(net, x, y, loss, reduction="mean"):
     net.zero_grad(set_to_none=True)
     torch.manual_seed(11)
+    net.reduction = reduction   # (DRTP's targets)
     losses = per_replica_loss(net(x, targets=y), y, loss)
-    losses.sum().backward()
+    (losses.sum() * batch_scale(x.shape[1], reduction)).backward()
     return losses.detach(), _grads(net)
 
 
-def _fast(net, x, y, loss):
+def _fast(net, x, y, loss, reduction="mean"):
     """The fast step with every ``.grad`` set to NaN first: it only makes a ``.grad`` that is missing,
     so a layer it skipped would otherwise still hold what autograd left there, and pass."""
     for p in net.parameters():
         p.grad = torch.full_like(p, float("nan"))
     torch.manual_seed(11)            # the same dropout masks: same calls, same order
-    losses, _ = FastFCStep(net, loss)(x, y)
+    losses, _ = FastFCStep(net, loss, reduction)(x, y)
     return losses, _grads(net)
 
 
@@ -60,15 +61,15 @@ def mismatches(got: dict, want: dict, tol: float) -> list[str]:
             or (w is not None and not torch.allclose(got[name], w, rtol=tol, atol=tol))]
 
 
-def fast_vs_autograd(method, activation, dropout, replicas, loss="bce") -> list[str]:
+def fast_vs_autograd(method, activation, dropout, replicas, loss="bce", reduction="mean") -> list[str]:
     """Both paths on the same net and batch, float64 and float32: every layer that disagrees."""
     bad = []
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
         net = _net(method, activation, list(range(replicas)), dropout, dtype)
         x, y = _batch(replicas, dtype)
         net.train()
-        loss_a, grads_a = _autograd(net, x, y, loss)
-        loss_f, grads_f = _fast(net, x, y, loss)
+        loss_a, grads_a = _autograd(net, x, y, loss, reduction)
+        loss_f, grads_f = _fast(net, x, y, loss, reduction)
         torch.testing.assert_close(loss_f, loss_a, rtol=tol, atol=tol)
         bad += [f"{name} ({dtype})" for name in mismatches(grads_f, grads_a, tol)]
         hidden = [grads_a[f"weights.{i}"] for i in range(len(SIZES) - 2)]
@@ -84,6 +85,23 @@ CASES += [(m, "tanh", dropout, 2) for m in ("shallow", "drtp", "usf", "brsf", "f
 @pytest.mark.parametrize("method, activation, dropout, replicas", CASES)
 def test_fast_step_equals_autograd(method, activation, dropout, replicas):
     assert fast_vs_autograd(method, activation, dropout, replicas) == []
+
+
+@pytest.mark.parametrize("method", ["bp", "fa", "dfa", "drtp", "shallow", "usf", "brsf", "frsf"])
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+def test_fast_step_equals_autograd_on_the_summed_error(method, loss):
+    """loss.reduction=sum (the author's step): e and DRTP's targets not divided by the batch, on both paths."""
+    assert fast_vs_autograd(method, "tanh", True, 2, loss=loss, reduction="sum") == []
+
+
+def test_the_summed_error_is_the_mean_times_the_batch():
+    """The same net and batch: every gradient under sum is the batch size times the mean's (DRTP too)."""
+    for method in ("dfa", "drtp"):
+        net, (x, y) = _net(method, "tanh", [0, 1], False, torch.float64), _batch(2, torch.float64)
+        _, mean = _fast(net, x, y, "bce", "mean")
+        _, summed = _fast(net, x, y, "bce", "sum")
+        for name in mean:
+            torch.testing.assert_close(summed[name], mean[name] * x.shape[1], rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("method", ["bp", "fa", "dfa", "drtp", "usf", "brsf", "frsf"])

@@ -267,6 +267,19 @@ def test_drtp_feeds_the_points_the_scaled_target_not_e():
     torch.testing.assert_close(lin.weight.grad, (target @ out.feedback).T @ x)
 
 
+def test_drtp_targets_are_not_divided_by_the_batch_under_the_summed_error():
+    """dfa-run sets ``reduction`` from loss.reduction: under ``sum`` the targets stand as e does, per example."""
+    torch.manual_seed(0)
+    lin, head = nn.Linear(6, 5).double(), nn.Linear(5, 3).double()
+    point = feedback.Point()
+    out = feedback.Output([point])
+    out.rule, out.reduction = "drtp", "sum"
+    x, y = batch()
+    out.set_targets(y)
+    out(head(point(lin(x)))).pow(2).sum().backward()
+    torch.testing.assert_close(lin.weight.grad, (F.one_hot(y, 3).double() @ out.feedback).T @ x)
+
+
 def test_fa_with_b_equal_to_w_is_bp_and_with_its_initial_copy_is_not():
     x, y = torch.rand(2, 1, 28, 28, dtype=torch.float64), torch.tensor([1, 4])
     torch.manual_seed(0)

@@ -31,7 +31,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PROTOCOL_SUMMARY = {
     "method": "dfa", "model": "fc800x2", "activation": "tanh", "data": "mnist", "preprocess": "none",
     "dropout": "none", "variant": "none", "dropout_input": 0.0, "dropout_hidden": 0.0, "dropout_conv": None,
-    "hidden": [800, 800], "loss": "bce", "init": "zero", "init_config": "paper", "optimizer": "rmsprop",
+    "hidden": [800, 800], "loss": "bce", "loss_reduction": "sum", "init": "zero", "init_config": "paper", "optimizer": "rmsprop",
     "lr": 1e-4, "batch_size": 64, "max_epochs": 300, "stop_train_error": 0.01, "subset": None,
     "test_subset": None, "matmul_precision": "highest", "adversarial_eps": 0.0, "adversarial_clip": False,
     "eval_train": False, "lr_schedule": "constant", "lr_step_epochs": None, "lr_max_halvings": None,
@@ -277,6 +277,22 @@ def test_protocol_runs_win_the_cell_the_rest_go_to_other_runs(tmp_path, capsys):
     other = cells[cells["table"] == "other_runs"]
     assert set(other["setting"]) == {"data.subset=2000", "optim=adam, optim.lr=0.001", "init=uniform",
                                      "trainer.matmul_precision=high", "model.hidden=[800,400]"}
+
+
+def test_the_two_training_steps_never_share_a_cell(tmp_path, capsys):
+    """summary.json's loss_reduction: sum (the author's step) fills the cells; mean, and a record from
+    before the key (which trained on the mean), go to other runs, as their own setting; --loss-reduction
+    mean turns it round. The same seed on both steps is two runs, not a rerun."""
+    write_cell(tmp_path, "summed", [1.70, 1.80])
+    write_cell(tmp_path, "mean", [2.50], loss_reduction="mean")
+    write_cell(tmp_path, "older", [2.70], seed0=1, drop=("loss_reduction",))
+    cells = csv_cells(tmp_path, capsys=capsys)
+    assert one(cells, table="table1_mnist", row="2x800 tanh", method="dfa")["ours_mean"] == pytest.approx(1.75)
+    other = one(cells, table="other_runs", method="dfa")
+    assert (other["setting"], other["n"], other["ours_mean"]) == ("loss.reduction=mean", 2, pytest.approx(2.6))
+    cells = csv_cells(tmp_path, "--loss-reduction", "mean", capsys=capsys)
+    assert one(cells, table="table1_mnist", row="2x800 tanh", method="dfa")["ours_mean"] == pytest.approx(2.6)
+    assert one(cells, table="other_runs", method="dfa")["setting"] == "loss.reduction=sum"
 
 
 def test_a_rerun_seed_counts_once_the_latest(tmp_path, capsys):

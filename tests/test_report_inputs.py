@@ -42,6 +42,7 @@ def rewrite_summary(directory, **changes):
     ("stop_train_error", [0.01], "summary.json: stop_train_error is [0.01] (a list), not a number"),
     ("lr_schedule", "cosine", "summary.json: lr_schedule is 'cosine' (text), not one of constant, step, auto"),
     ("stop_reason", 3, "summary.json: stop_reason is 3, not one of converged"),
+    ("loss_reduction", "avg", "summary.json: loss_reduction is 'avg' (text), not one of sum, mean"),
 ])
 def test_a_wrong_typed_record_is_refused_with_the_field_named(tmp_path, capsys, field, value, words):
     write_cell(tmp_path, "good", [1.70, 1.80])

@@ -105,6 +105,7 @@ class Output(nn.Module):
         self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
         self.feedback_kind, self.density = feedback, density
         self.rule = "dfa"
+        self.reduction = "mean"   # how the training loss reduces the batch: DRTP scales its targets to match
         self.register_buffer("feedback", None)          # (n_out, Σ n_i), drawn at the first pass
         self.register_buffer("feedback_widths", None)   # (L,) the n_i, so a state_dict restores the split
         self._widths: list[int] | None = None           # the same on the host (no device sync per step)
@@ -169,7 +170,7 @@ class Output(nn.Module):
             return logits          # the taps get no signal: only the block above the last point learns
         source = None
         if self.rule == "drtp":
-            source = self._scaled_targets(logits, targets)
+            source = self._scaled_targets(logits, targets, self.reduction)
         return DirectFeedback.apply(logits, self.feedback, widths, source, *taps)
 
     # ---- shapes and the feedback matrices ---------------------------------------------------------
@@ -197,12 +198,12 @@ class Output(nn.Module):
                                 f"{self.feedback.shape[0]}; the shapes must stay those of the first pass.")
 
     @staticmethod
-    def _scaled_targets(logits: torch.Tensor, targets) -> torch.Tensor:
+    def _scaled_targets(logits: torch.Tensor, targets, reduction: str) -> torch.Tensor:
         if targets is None or logits.dim() != 2:
             raise FeedbackError("rule drtp needs (batch, classes) logits and the labels of each pass: call "
                                 "the output's set_targets(y) before the forward pass.")
         onehot = torch.zeros_like(logits).scatter_(1, targets.reshape(-1, 1).to(logits.device), 1.0)
-        return onehot / logits.shape[0]   # scaled as e is by a batch-mean loss
+        return onehot / logits.shape[0] if reduction == "mean" else onehot   # scaled as e is
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Buffers not drawn yet take their shape from the state being loaded (like lazy modules).

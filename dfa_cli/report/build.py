@@ -13,7 +13,7 @@ import pandas as pd
 from .cells import (drop_superseded, grouped_cells, paired, paper_cells, place_runs, row_label,
                     table_methods)
 from .collect import Collected, collect
-from .spec import METRIC_NAMES, ROW_KEY, TABLES, load_paper, row_protocol
+from .spec import METRIC_NAMES, PROTOCOL_REDUCTION, ROW_KEY, TABLES, load_paper, row_protocol
 from .views import View, grouped_view, paired_view, paper_view, problems_view, runs_view
 
 
@@ -25,6 +25,19 @@ class Options:
     digits: int = 2
     strict: bool = False                # paper cells take protocol runs only
     hide_empty: bool = False            # leave out paper rows without runs
+    loss_reduction: str = PROTOCOL_REDUCTION   # the training step whose runs fill the paper cells
+
+
+def mark_other_step(runs: pd.DataFrame, reduction: str) -> pd.DataFrame:
+    """Runs trained on the other step (summary.json's ``loss_reduction``; records without it averaged)
+    depart from the cells' protocol: ``loss.reduction=…`` joins their setting, so they fill no paper
+    cell and never share a row of the other runs with the cells' own."""
+    runs = runs.copy()
+    other = runs["loss_reduction"] != reduction
+    runs.loc[other, "setting"] = [", ".join(filter(None, [s, f"loss.reduction={r}"]))
+                                  for s, r in zip(runs.loc[other, "setting"], runs.loc[other, "loss_reduction"])]
+    runs.loc[other, "changed"] = True
+    return runs
 
 
 @dataclass
@@ -65,7 +78,7 @@ def _label_runs(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
 
 def build_report(collected: Collected, options: Options, paper: pd.DataFrame | None = None) -> Report:
     paper = load_paper() if paper is None else paper
-    runs, superseded = drop_superseded(collected.runs)
+    runs, superseded = drop_superseded(mark_other_step(collected.runs, options.loss_reduction))
     problems = collected.problems
     if options.tables:
         runs = runs[runs["data"].isin(options.tables)]
@@ -115,13 +128,13 @@ def build_report(collected: Collected, options: Options, paper: pd.DataFrame | N
 
 
 def table_markdown(paths, table: str = "mnist", digits: int = 2, metric: str = "test_error",
-                   parts: tuple[str, ...] = ("cells", "paired")) -> str:
+                   parts: tuple[str, ...] = ("cells", "paired"), loss_reduction: str = PROTOCOL_REDUCTION) -> str:
     """One paper table as Markdown from the records under ``paths``: ours beside the paper, n per cell,
     the legend and footnotes (part ``cells``); the paired differences vs BP below it when there are
     matched seeds (part ``paired``). ``parts`` picks either or both, so the two can go to different pages."""
     from .render import to_markdown
     report = build_report(collect([Path(p) for p in paths]),
-                          Options(tables=[table], digits=digits, metric=metric))
+                          Options(tables=[table], digits=digits, metric=metric, loss_reduction=loss_reduction))
     key = TABLES[table][0]
     keys = [{"cells": key, "paired": f"{key}_paired"}[part] for part in parts]
     return "\n".join(to_markdown(v, heading="###") for k in keys for v in report.views if v.key == k)

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .spec import FLAG, FLAG_FLOOR, METHODS, METRIC_NAMES, TABLE_ALIASES, TABLES
+from .spec import FLAG, FLAG_FLOOR, METHODS, METRIC_NAMES, PROTOCOL_REDUCTION, REDUCTIONS, TABLE_ALIASES, TABLES
 
 FORMATS = ("rich", "markdown", "csv", "latex")
 FIGURES_FAILED = 3
@@ -104,6 +104,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(diagnostics.features=true, experiment=tsne); default 1000; maps are cached "
                         "in DIR/figures/.cache")
     p.add_argument("--hide-empty", action="store_true", help="leave out paper rows that have no runs of ours")
+    p.add_argument("--loss-reduction", choices=REDUCTIONS, default=PROTOCOL_REDUCTION,
+                   help="which training step fills the paper cells: sum, the author's summed error (default), "
+                        "or mean, every batch a full-size step (records from before dfa-run's loss.reduction, "
+                        "2026-12-07, trained so); runs on the other step go to other runs, never pooled")
     return p.parse_args(argv)
 
 
@@ -171,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         where = ", ".join(str(p) for p in args.paths)
         raise ReportError(f"no run records under {where}: no folder there holds summary.json, "
                           f"metrics.jsonl or .hydra/.")
-    options = Options(args.table, args.method, args.metric, args.digits, args.strict, args.hide_empty)
+    options = Options(args.table, args.method, args.metric, args.digits, args.strict, args.hide_empty,
+                      args.loss_reduction)
     report = build_report(collected, options)
     if args.runs:
         view = report.runs

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .protocol import departures
-from .spec import (FULL_SIZES, HYDRA_DIR, METHODS, METRICS, SCHEDULES, SPLITS, STOP_REASONS, SUMMARY,
-                   _get, load_yaml, reread_presets)
+from .spec import (FULL_SIZES, HYDRA_DIR, METHODS, METRICS, REDUCTION_BEFORE_THE_KEY, REDUCTIONS, SCHEDULES,
+                   SPLITS, STOP_REASONS, SUMMARY, _get, load_yaml, reread_presets)
 
 SEED_DIR = re.compile(r"seed\d+")
 TAIL_BYTES = 8192
 RUN_COLUMNS = ["path", "data", "model", "activation", "variant", "method", "seed", "split", "test_error",
                "best_test_error", "train_error", "epochs", "stop_reason", "git_commit", "finished_at",
-               "setting", "changed"]
+               "loss_reduction", "setting", "changed"]
 PROBLEM_COLUMNS = ["run", "reason", "counted", "data", "method"]
 
 
@@ -139,6 +139,7 @@ CHECKS = {  # field → (test, what it must be); a present, non-null value must 
     "n_train": (lambda v: _is_int(v) and v >= 1, "a whole number ≥ 1"),
     "n_test": (lambda v: _is_int(v) and v >= 1, "a whole number ≥ 1"),
     "batch_size": (lambda v: _is_int(v) and v >= 1, "a whole number ≥ 1"),
+    "loss_reduction": (lambda v: v in REDUCTIONS, f"one of {', '.join(REDUCTIONS)}"),
     "lr": (_is_number, "a number"), "stop_train_error": (_is_number, "a number"),
     "dropout_input": (_is_number, "a number"), "dropout_hidden": (_is_number, "a number"),
     "dropout_conv": (lambda v: isinstance(v, list) and all(_is_number(n) for n in v), "a list of numbers"),
@@ -233,6 +234,7 @@ def read_run(directory: Path) -> tuple[dict, str | None]:
         "train_error": _float(summary["train_error"]), "epochs": summary.get("epochs"),
         "stop_reason": summary.get("stop_reason"), "git_commit": summary.get("git_commit") or "",
         "finished_at": summary.get("finished_at") or "",
+        "loss_reduction": summary.get("loss_reduction") or REDUCTION_BEFORE_THE_KEY,
         "setting": ", ".join(shortcuts + changes), "changed": bool(changes),
     }
     return run, metrics_problem(directory, summary.get("epochs"))

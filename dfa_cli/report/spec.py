@@ -29,6 +29,10 @@ def method_label(method: str) -> str:
 STOP_REASONS = ("converged", "max_epochs", "diverged", "lr_halvings")
 SCHEDULES = ("constant", "step", "auto")
 SPLITS = ("test", "validation")
+# How a run's batch made one step (dfa_cli.losses): the author's summed error, or the batch mean that
+# every record made before summary.json said (2026-12-07). The two never share a cell.
+REDUCTIONS = ("sum", "mean")
+PROTOCOL_REDUCTION, REDUCTION_BEFORE_THE_KEY = "sum", "mean"
 
 TABLES = {  # data set → (file stem, title)
     "mnist": ("table1_mnist", "Table 1 — MNIST"),
