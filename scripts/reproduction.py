@@ -37,9 +37,10 @@ sys.path.insert(0, str(REPO))
 
 from dfa_cli.report.build import Options, build_report, table_markdown  # noqa: E402
 from dfa_cli.report.collect import collect  # noqa: E402
-from dfa_cli.report.plateau import curve_facts, plateau_markdown  # noqa: E402
+from dfa_cli.report.plateau import curve_facts, mean_std, noise_markdown, plateau_markdown  # noqa: E402
 from dfa_cli.campaign import preset_sets  # noqa: E402
-from dfa_cli.plans import DROPOUT_SEARCH, METHOD_DROPOUT_SEARCHES, PRESETS, SEARCHES  # noqa: E402
+from dfa_cli.plans import (DROPOUT_SEARCH, METHOD_DROPOUT_SEARCHES, PRESETS, SEARCHES,  # noqa: E402
+                           SUMMED_STEP_CELLS)
 from dfa_cli.report.spec import TABLES  # noqa: E402
 
 README = REPO / "README.md"
@@ -54,9 +55,20 @@ EXPERIMENT_RUNS, EXPERIMENT_PREFIX = ("mnist-experiments", "cifar10-experiments"
 
 
 class Table(NamedTuple):
-    data: str          # the records' folder under results/paper, and dfa-report's --table
+    data: str          # dfa-report's --table, and the records' folder under results/paper by default
     number: int        # the paper's table
     anchor: str        # where docs/reproduction.md says how the campaign runs it
+    reduction: str = "sum"   # the training step whose records fill its cells (dfa-report --loss-reduction)
+    under: str = ""    # a folder under results/paper that holds the table's records and searches
+
+    @property
+    def folder(self) -> str:
+        """The records' folder under results/paper."""
+        return f"{self.under}/{self.data}" if self.under else self.data
+
+    def searches_in(self, records: Path) -> Path:
+        """Where its validation searches' folders (``<data>-validation/…``) lie."""
+        return records / self.under if self.under else records
 
     @property
     def search(self) -> str:
@@ -69,9 +81,19 @@ class Table(NamedTuple):
         return METHOD_DROPOUT_SEARCHES[f"table{self.number}"]
 
 
-TABLE1 = Table("mnist", 1, "#reproducing-the-tables-on-a-cpu")
+# Table 1's records trained on the batch mean (every batch, the last partial one too, a full-size
+# step); the four-cell measurement on the author's summed step (SUMMED_STEP) decides whether it reruns.
+TABLE1 = Table("mnist", 1, "#reproducing-the-tables-on-a-cpu", reduction="mean")
 TABLE2 = Table("cifar10", 2, "#table-2-on-a-cpu")
 TABLES_SHOWN = (TABLE1, TABLE2)
+# Table 2 as it stood on the batch-mean step: kept, and reported as its own experiment
+FULL_SIZE_LAST_BATCH = "full-size-last-batch"
+TABLE2_FULL_SIZE = Table("cifar10", 2, "#table-2-on-a-cpu", reduction="mean", under=FULL_SIZE_LAST_BATCH)
+FULL_SIZE_PREFIX = "full-size-last-batch_"   # its figures' names under docs/reproduction/
+SUMMED_STEP = "mnist-summed-step"   # Table 1's four-cell measurement (dfa_cli.plans.summed_step_jobs)
+STEP_NAMES = {"sum": "the author's summed step (the error summed over each batch, so an epoch's last, "
+                     "partial batch steps short)",
+              "mean": "the batch-mean step (every batch, the epoch's last, partial one too, a full-size step)"}
 
 
 def start_marker(name: str) -> str:
@@ -87,7 +109,8 @@ def summaries(folder: Path) -> list[dict]:
 
 
 def cells_frame(records: Path, table: Table):
-    report = build_report(collect([records / table.data]), Options(tables=[table.data]))
+    report = build_report(collect([records / table.folder]),
+                          Options(tables=[table.data], loss_reduction=table.reduction))
     return next(v.frame for v in report.views if v.key == TABLES[table.data][0])
 
 
@@ -99,8 +122,8 @@ def progress(records: Path, table: Table) -> str:
     full, short = cells[~cells["shortened"]], cells[cells["shortened"]]
     by_n = Counter(int(n) for n in full["n"])
     per_cell = ", ".join(f"{n} in {count} cell{'s' * (count > 1)}" for n, count in sorted(by_n.items(), reverse=True))
-    records_of = summaries(records / table.data)
-    search = summaries(records / f"{table.data}-validation")
+    records_of = summaries(records / table.folder)
+    search = summaries(table.searches_in(records) / f"{table.data}-validation")
     everything = records_of + search
     hours = sum(s.get("wall_seconds") or 0 for s in everything) / 3600
     machines = sorted({f"{s.get('device_name', '?')} ({s.get('device', '?')}, {s.get('threads', '?')} thread(s))"
@@ -110,6 +133,7 @@ def progress(records: Path, table: Table) -> str:
     shortened = (f"; {len(short)} more with shortened runs only, marked in the table" if len(short) else "")
     n_paper = int(frame["paper_mean"].notna().sum())
     return (f"**{len(full)} of Table {table.number}'s {n_paper} paper cells** have a full-protocol record "
+            f"on {STEP_NAMES[table.reduction]} "
             f"(seeds per cell: {per_cell or '—'}){shortened}; {len(records_of)} table records and "
             f"{len(search)} validation-search records, {hours:.1f} machine hours in all, finished {span}; "
             f"machine: {'; '.join(machines) or '—'}.")
@@ -205,10 +229,16 @@ def figures(records: Path, target: Path) -> list[Path]:
     import io
     from dfa_cli.report.cli import main as report_main
     keep = []
-    jobs = [([records / t.data], ["--table", t.data], [f"ours-vs-paper_table{t.number}", f"learning-curves_table{t.number}",
-                                                      f"depth_table{t.number}"], "") for t in TABLES_SHOWN]
-    jobs.append(([records / FIGURE_RUNS], [], ["tsne_", "alignment_"], ""))
-    jobs += [([records / runs], [], ["alignment_"], EXPERIMENT_PREFIX) for runs in EXPERIMENT_RUNS]
+    jobs = [([records / t.folder], ["--table", t.data, "--loss-reduction", t.reduction],
+             [f"ours-vs-paper_table{t.number}", f"learning-curves_table{t.number}", f"depth_table{t.number}"], "")
+            for t in TABLES_SHOWN]
+    # the figure runs and the experiments trained on the batch-mean step: drawn as the runs they are
+    mean_step = ["--loss-reduction", "mean"]
+    jobs.append(([records / FIGURE_RUNS], mean_step, ["tsne_", "alignment_"], ""))
+    jobs += [([records / runs], mean_step, ["alignment_"], EXPERIMENT_PREFIX) for runs in EXPERIMENT_RUNS]
+    old = TABLE2_FULL_SIZE   # Table 2 on the batch-mean step, for its paragraphs in docs/differences.md
+    jobs.append(([records / old.folder], ["--table", old.data, *mean_step],
+                 [f"ours-vs-paper_table{old.number}", f"learning-curves_table{old.number}"], FULL_SIZE_PREFIX))
     for i, (paths, options, prefixes, rename) in enumerate(jobs):
         if not any(p.is_dir() for p in paths):
             continue
@@ -244,20 +274,94 @@ def table_block(table: Table, records: Path, figure_files: list[Path], page: Pat
     parts = ["The campaign: `python scripts/reproduce.py all` (one runner for both tables, two single-thread "
              f"jobs on a 2-core CPU, resumable; see [how it runs]({campaign})); this block: "
              "`python scripts/reproduction.py`.",
-             "", progress(records, table), "", table_markdown([records / table.data], table.data, parts=("cells",)), ""]
+             "", progress(records, table), "", table_markdown([records / table.folder], table.data, parts=("cells",),
+                                                              loss_reduction=table.reduction), ""]
+    if table.number == 2:
+        parts += [noise(records, table), ""]
     for f in of_kind(figure_files, f"ours-vs-paper_table{table.number}"):
         parts += [f"![Table {table.number}, ours beside the paper]({link(f, page)})", ""]
     return "\n".join(parts)
 
 
+def noise(records: Path, table: Table) -> str:
+    """How far each cell's test error moves from epoch to epoch at its plateau, per row and rule."""
+    frame = cells_frame(records, table)
+    cells = frame[~frame["shortened"] & (frame["n"] > 0)]
+    if not len(cells):
+        return "Plateau and epoch-to-epoch swing per row and rule: no full-protocol record yet."
+    return f"Where each cell settles, and how far its test error moves from one epoch to the next there:\n\n{noise_markdown(cells)}"
+
+
+def full_size_block(records: Path, figure_files: list[Path], page: Path) -> str:
+    """docs/differences.md's: Table 2 as the batch-mean step left it, kept as its own experiment."""
+    table = TABLE2_FULL_SIZE
+    frame = cells_frame(records, table)
+    parts = [f"Records: `results/paper/{table.folder}/` and `results/paper/{FULL_SIZE_LAST_BATCH}/cifar10-validation/` "
+             "(`dfa-report results/paper/full-size-last-batch --loss-reduction mean` makes this table).", "",
+             progress(records, table), "",
+             table_markdown([records / table.folder], table.data, parts=("cells",), loss_reduction=table.reduction), "",
+             noise(records, table), ""]
+    for f in of_kind(figure_files, f"{FULL_SIZE_PREFIX}ours-vs-paper_table{table.number}"):
+        parts += [f"![Table {table.number} on the batch-mean step, ours beside the paper]({link(f, page)})", ""]
+    curves = of_kind(figure_files, f"{FULL_SIZE_PREFIX}learning-curves_table{table.number}")
+    if curves:
+        parts += ["Learning curves per row: " + " · ".join(
+            f"[{f.stem.split('_')[-1]}]({link(f, page)})" for f in curves), ""]
+    parts.append(plateau_markdown(frame[~frame["shortened"] & (frame["n"] > 0)], "Its runs"))
+    for name in (table.search, "cifar10-fa-dropout-search"):
+        method = SEARCHES[name].method.upper()
+        search = search_table(table.searches_in(records), name, f"#### The batch-mean step's dropout search ({method})")
+        parts += ["", search] if search else []
+    return "\n".join(parts)
+
+
+def summed_step_block(records: Path, figure_files: list[Path], page: Path) -> str:
+    """docs/differences.md's: Table 1's four cells on the author's summed step beside the committed
+    (batch-mean) cells, and whether the committed table stands."""
+    committed = cells_frame(records, TABLE1)
+    report = build_report(collect([records / SUMMED_STEP]), Options(tables=["mnist"], loss_reduction="sum")) \
+        if (records / SUMMED_STEP).is_dir() else None
+    summed = next(v.frame for v in report.views if v.key == TABLES["mnist"][0]) if report else None
+    lines = ["| Cell | committed (batch-mean step) | the author's summed step | difference | tolerance | within |",
+             "|---|---|---|---|---|---|"]
+    verdicts = []
+    for row, method in SUMMED_STEP_CELLS:
+        name = _row_name(row)
+        old = committed[(committed["row"] == name) & (committed["method"] == method)].iloc[0]
+        new = None if summed is None else summed[(summed["row"] == name) & (summed["method"] == method)]
+        new = None if new is None or not len(new) or not new.iloc[0]["n"] else new.iloc[0]
+        shown_old = f"{old.ours_mean:.2f} ± {old.ours_std:.2f} (n={int(old.n)})"
+        if new is None:
+            lines.append(f"| {name}, {method.upper()} | {shown_old} | not run yet | | | |")
+            verdicts.append(None)
+            continue
+        values = [curve_facts(Path(p)).last for p in new.paths]
+        mean, std = mean_std(values)
+        diff, tolerance = mean - old.ours_mean, max(2 * old.ours_std, 0.05)
+        within = abs(diff) <= tolerance
+        verdicts.append(within if len(values) >= 3 else None)
+        shown_new = f"{mean:.2f}" + ("" if len(values) < 2 else f" ± {std:.2f}") + f" (n={len(values)})"
+        lines.append(f"| {name}, {method.upper()} | {shown_old} | {shown_new} | {diff:+.2f} | {tolerance:.2f} | "
+                     f"{'yes' if within else 'no'}{'' if len(values) >= 3 else ' (so far)'} |")
+    if all(v is True for v in verdicts):
+        verdict = "Every cell is within its tolerance on three seeds: the committed Table 1 stands."
+    elif any(v is False for v in verdicts):
+        verdict = "A cell on three seeds is outside its tolerance: Table 1 reruns in full on the author's step, after Table 2."
+    else:
+        verdict = "The decision waits until each of the four cells has three seeds."
+    return "\n".join([f"Records: `results/paper/{SUMMED_STEP}/` (`python scripts/reproduce.py summed-step`). Test "
+                      "error % at the last epoch, mean ± sample std over seeds; tolerance: max(2 × the committed "
+                      "cell's std, 0.05) points.", "", *lines, "", verdict])
+
+
 def details_block(table: Table, records: Path, figure_files: list[Path], page: Path) -> str:
     """docs/reproduction.md's: the paired differences vs BP, the dropout row's search, the curves' links."""
-    parts = [table_markdown([records / table.data], table.data, parts=("paired",)), ""]
+    parts = [table_markdown([records / table.folder], table.data, parts=("paired",), loss_reduction=table.reduction), ""]
     heading = "### The dropout row's validation search" if table.number == 1 else \
         f"### Table {table.number}: the dropout row's validation search"
     for name in (table.search, *table.method_searches):
         title = heading if name == table.search else f"{heading} for {SEARCHES[name].method.upper()}"
-        search = search_table(records, name, title)
+        search = search_table(table.searches_in(records), name, title)
         if search:
             parts += [search, ""]
     rows = of_kind(figure_files, f"learning-curves_table{table.number}")
@@ -302,7 +406,9 @@ BLOCKS = [Block("table1", README, partial(table_block, TABLE1)),
           Block("table2", README, partial(table_block, TABLE2)),
           Block("table2-details", REPRODUCTION_PAGE, partial(details_block, TABLE2)),
           Block("figures", README, figures_block),
-          Block("table2-plateau", DIFFERENCES_PAGE, partial(plateau_block, TABLE2))]
+          Block("table2-plateau", DIFFERENCES_PAGE, partial(plateau_block, TABLE2)),
+          Block("table2-full-size-last-batch", DIFFERENCES_PAGE, full_size_block),
+          Block("table1-summed-step", DIFFERENCES_PAGE, summed_step_block)]
 
 
 def current(block: Block) -> str:

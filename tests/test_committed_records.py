@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -21,15 +22,29 @@ def test_every_committed_record_is_readable_and_in_its_cell():
     collected = collect([RECORDS])
     assert len(collected.problems) == 0, collected.problems.to_dict("records")
     runs = collected.runs
-    n = len(list(RECORDS.glob("*/*/summary.json")))
+    n = len(list(RECORDS.rglob("summary.json")))
     assert len(runs) == n
     table = runs[runs["data"] == "mnist"]
-    placed = build_report(collected, Options(tables=["mnist"]))
+    placed = build_report(collected, Options(tables=["mnist"], loss_reduction="mean"))   # (Table 1's step)
     cells = next(v for v in placed.views if v.key == "table1_mnist")
     assert cells is not None
     for s in (json.loads(p.read_text()) for p in (RECORDS / "mnist").glob("*/summary.json")):
         assert s["eval_split"] == "test" and s["init_config"] == "paper" and s["stop_train_error"] == 0.01
     assert len(table) >= 1
+
+
+def test_every_record_says_its_step_and_no_folder_mixes_the_two():
+    """Records from before loss.reduction (2026-12-07) trained on the batch mean; every later one says
+    which step; a folder of the campaign holds one step only, so a table never pools them."""
+    steps = {}
+    for path in RECORDS.rglob("summary.json"):
+        s = json.loads(path.read_text())
+        steps.setdefault(path.parent.parent.relative_to(RECORDS), set()).add(s.get("loss_reduction", "mean"))
+    assert steps and all(len(found) == 1 for found in steps.values()), steps
+    for folder in ("full-size-last-batch/cifar10", "full-size-last-batch/cifar10-validation", "mnist"):
+        assert steps[Path(folder)] == {"mean"}
+    for folder in ("cifar10", "cifar10-validation", "mnist-summed-step"):
+        assert steps.get(Path(folder), {"sum"}) == {"sum"}
 
 
 def test_no_checkpoint_is_committed():
@@ -40,7 +55,8 @@ def test_the_readme_table_is_the_one_the_records_give():
     module = load_script("reproduction")
     front = next(b for b in module.BLOCKS if b.name == "table1")
     assert front.page == REPO / "README.md"
-    assert module.table_markdown([RECORDS / "mnist"], "mnist", parts=("cells",)) in module.current(front), \
+    assert module.table_markdown([RECORDS / "mnist"], "mnist", parts=("cells",),
+                                 loss_reduction=module.TABLE1.reduction) in module.current(front), \
         "README's Table 1 block is stale: run python scripts/reproduction.py"
 
 

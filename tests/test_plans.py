@@ -47,38 +47,47 @@ def test_table1_plan_orders_seed_0_of_every_cell_first_cheapest_first():
     assert len(search) == T1_SEARCHES and all("data.split=validation" in j.overrides for j in search)
 
 
-def test_table2_plan_mlp_cells_and_search_first_then_the_dropout_and_conv_rows():
+def test_table2_plan_seed0_of_the_mlp_cells_first_then_seeds_1_2_search_dropout_and_conv_rows():
+    """On the author's summed step: the six MLP cells without dropout, seed 0, come first (phase 1);
+    seeds 1–2, the dropout search, the dropout row and the bounded conv row come with phase 4."""
     jobs = table2_jobs([0, 1, 2])
     names = [j.name for j in jobs]
     assert len(set(names)) == len(names)
-    phase1 = [j for j in jobs if j.stage == 1]
-    assert {j.name.split("/")[1].rsplit("_", 2)[0] for j in phase1 if j.name.startswith("cifar10/")} == {
-        "fc1000x1_tanh", "fc1000x3_tanh"}
-    early = {j.name for j in phase1 if j.seeds != (0,)}              # cells flagged on seed 0
-    assert early == {f"cifar10/{row}_{m}_s{s}" for row, m in [*(("fc1000x1_tanh", m) for m in ("bp", "fa", "dfa")),
-                                                              ("fc1000x3_tanh", "bp")] for s in (1, 2)}
-    searches = [j for j in phase1 if j.name.startswith("cifar10-validation/fc1000x3_tanh_dropout_")]
-    assert len(searches) == len(SEARCHES["cifar10-dropout-search"].candidates) + \
-        len(SEARCHES["cifar10-fa-dropout-search"].candidates)
-    fa_search = [j for j in searches if j.name.endswith("_fa_s0")]     # FA's own, DFA's candidates
-    assert [j.name.replace("_fa_s0", "_dfa_s0") for j in fa_search] == [
-        j.name for j in searches if j.name.endswith("_dfa_s0")]
-    assert all("method=fa" in j.overrides and "data.split=validation" in j.overrides for j in fa_search)
-    phase2 = {j.name for j in jobs if j.stage == 2}
-    assert phase2 == {f"cifar10/{row}_{m}_s0" for row in ("fc1000x3_tanh_dropout", "conv_tanh")
-                      for m in ("bp", "fa", "dfa")} | {f"cifar10/fc1000x3_tanh_dropout_fa_s{s}" for s in (1, 2)}
+    phase1 = {j.name for j in jobs if j.stage == 1}
+    assert phase1 == {f"cifar10/{row}_{m}_s0" for row in ("fc1000x1_tanh", "fc1000x3_tanh") for m in ("bp", "fa", "dfa")}
+    phase4 = [j for j in jobs if j.stage == 4]
+    searches = [j for j in phase4 if j.name.startswith("cifar10-validation/fc1000x3_tanh_dropout_")]
+    assert len(searches) == len(SEARCHES["cifar10-dropout-search"].candidates)   # DFA's: it sets the row
+    assert all(j.name.endswith("_dfa_s0") and "data.split=validation" in j.overrides for j in searches)
+    assert {j.name for j in phase4 if j.name.startswith("cifar10/")} == {
+        f"cifar10/{row}_{m}_s{s}" for row in ("fc1000x1_tanh", "fc1000x3_tanh", "fc1000x3_tanh_dropout")
+        for m in ("bp", "fa", "dfa") for s in (0, 1, 2) if s or row.endswith("dropout")} | {
+        f"cifar10/conv_tanh_{m}_s0" for m in ("bp", "fa", "dfa")}
+    assert {j.stage for j in jobs} == {1, 4}
     conv = [j for j in jobs if "conv_tanh" in j.name]
     assert len(conv) == 3 and all(f"trainer.max_epochs={plans.CONV_BOUNDED_EPOCHS}" in j.overrides for j in conv)
     assert [j.stage for j in jobs] == sorted(j.stage for j in jobs)
-    seeds12 = [j for j in jobs if j.seeds[0] in (1, 2)]
-    assert len(seeds12) == 2 * 9 and {j.stage for j in seeds12} == {1, 2, 4}    # the MLP rows only
-    assert {j.name for j in seeds12 if j.stage == 1} == early
-    assert {j.name for j in seeds12 if j.stage < 4} == {f"cifar10/{row}_{m}_s{s}" for row, m in
-                                                        plans.FLAGGED_ON_ONE_SEED["table2"] for s in (1, 2)}
     on_gpu = table2_jobs([0, 1, 2, 3, 4], stacked=True)
     conv_gpu = [j for j in on_gpu if "conv_tanh" in j.name]
     assert conv_gpu and not any("trainer.max_epochs" in o for j in conv_gpu for o in j.overrides)
     assert {j.seeds for j in conv_gpu} == {(0,), (1, 2), (3, 4)}
+
+
+def test_table1s_measurement_on_the_summed_step_comes_between_table2s_seed0_and_the_rest():
+    jobs = campaign_jobs(["table1", "table2", "summed-step"], [0, 1, 2])
+    measured = [j for j in jobs if j.name.startswith("mnist-summed-step/")]
+    assert sorted(j.name for j in measured) == sorted(
+        f"mnist-summed-step/{row}_{m}_s{s}" for row, m in (("fc800x2_tanh", "dfa"), ("fc240x7_tanh", "bp"),
+                                                           ("fc800x2_tanh_dropout", "dfa"), ("fc800x4_tanh", "fa"))
+        for s in (0, 1, 2))
+    assert {j.stage for j in measured} == {2}
+    for job in measured:   # the row's own preset, the default (summed) step: the table's protocol
+        cfg = compose_config(*job.overrides)
+        assert cfg.loss.reduction == "sum" and cfg.method.name == job.name.split("_")[-2]
+    first = {j.name.split("/")[0]: i for i, j in reversed(list(enumerate(jobs)))}
+    t2_seed0 = max(i for i, j in enumerate(jobs) if j.name.startswith("cifar10/") and j.stage == 1)
+    t2_later = min(i for i, j in enumerate(jobs) if j.name.startswith("cifar10") and j.stage == 4)
+    assert t2_seed0 < first["mnist-summed-step"] < t2_later
 
 
 def test_one_campaign_runs_table2_before_table1s_later_seeds():
@@ -114,6 +123,13 @@ def test_the_dropout_row_waits_until_its_preset_names_the_chosen_schedule(tmp_pa
     assert len(dropout) == 3 and all(j.waits_for and "validation" in j.waits_for for j in dropout)
     assert not any(j.waits_for for j in jobs if preset not in j.name or "-validation/" in j.name)
     path.write_text("# @package _global_\ntrainer:\n  lr_schedule: step\n")
+    search = SEARCHES[plans.DROPOUT_SEARCH[plan]]
+    monkeypatch.setattr(plans, "RECORDS", tmp_path / "records")   # the search run again: not finished
+    for name in search.candidates:
+        _curve(tmp_path / "records", search, name, [3.0] * 10, done=name != list(search.candidates)[-1])
+    still = [j for j in plans.PLANS[plan]([0]) if j.waits_for]
+    assert len(still) == 3 and all("has records to finish first" in j.waits_for for j in still)
+    _curve(tmp_path / "records", search, list(search.candidates)[-1], [3.0] * 10)
     assert all(j.waits_for is None for j in plans.PLANS[plan]([0]))
 
 

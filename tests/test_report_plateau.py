@@ -22,6 +22,7 @@ def test_plateau_lowest_and_training_error_of_a_swinging_curve(tmp_path):
     f = curve_facts(run, train_level=2.5, window=4)
     assert (f.epochs, f.last, f.window) == (7, 46.0, 4)
     assert f.plateau == pytest.approx((49 + 47 + 51 + 46) / 4)          # epochs 4–7: 48.25
+    assert f.swing == pytest.approx((5 + 2 + 4 + 5) / 4)                # |49−44|, |47−49|, |51−47|, |46−51|
     assert (f.lowest, f.lowest_epoch, f.train_at_lowest, f.train_end) == (44.0, 3, 20.0, 1.0)
     assert f.reaches_train == 6                                         # 2.5 ≤ 2.5 at epoch 6, not before
 
@@ -30,6 +31,7 @@ def test_a_short_run_averages_what_it_has_and_an_unreached_level_is_none(tmp_pat
     run = write_curve(tmp_path / "r", test=[3.0, 2.0, 2.0], train=[5.0, 4.0, 3.5])
     f = curve_facts(run, train_level=1.0)
     assert (f.window, f.plateau, f.lowest_epoch, f.reaches_train) == (3, pytest.approx(7 / 3), 2, None)
+    assert f.swing == pytest.approx(0.5)                                 # the first epoch has none before it
     assert curve_facts(run).reaches_train is None
 
 
@@ -61,8 +63,12 @@ def test_the_markdown_gives_each_run_and_a_mean_row_only_for_a_cell_of_several_s
     lines = plateau_markdown(cells, "Table 2").splitlines()
     rows = [line for line in lines if line.startswith("| BP") or line.startswith("| DFA") or line.startswith("| **")]
     assert rows == [
-        "| BP, seed 0 | 46.00 | 48.00 | 46.00 (2) | 2.00; 2.00 | 2 |  |",     # seeds in order, whatever the paths'
-        "| BP, seed 1 | 47.00 | 47.50 | 47.00 (2) | 2.00; 2.00 | 2 |  |",
-        "| **BP, n=2** | **46.50 ± 0.71** | **47.75 ± 0.35** | **46.50 ± 0.71** | 2.00 ± 0.00; 2.00 ± 0.00 | | 45.1 ± 0.7 (2.5) |",
-        "| DFA, seed 0 | 49.00 | 50.50 | 49.00 (2) | 2.00; 2.00 | not reached | 46.4 ± 0.4 (3.2) |"]
+        "| BP, seed 0 | 46.00 | 48.00 | 4.00 | 46.00 (2) | 2.00; 2.00 | 2 |  |",     # seeds in order, whatever the paths'
+        "| BP, seed 1 | 47.00 | 47.50 | 1.00 | 47.00 (2) | 2.00; 2.00 | 2 |  |",
+        "| **BP, n=2** | **46.50 ± 0.71** | **47.75 ± 0.35** | 2.50 ± 2.12 | **46.50 ± 0.71** | 2.00 ± 0.00; 2.00 ± 0.00 | | "
+        "45.1 ± 0.7 (2.5) |",
+        "| DFA, seed 0 | 49.00 | 50.50 | 3.00 | 49.00 (2) | 2.00; 2.00 | not reached | 46.4 ± 0.4 (3.2) |"]
+    from dfa_cli.report.plateau import noise_markdown
+    assert noise_markdown(cells).splitlines()[:3] == [
+        "| Model | BP | DFA |", "|---|---|---|", "| 1x1000 tanh | 47.75, swing 2.50 (n=2) | 50.50, swing 3.00 (n=1) |"]
     assert lines[0].startswith("Table 2: every full-protocol run") and lines.count("**1x1000 tanh**") == 1

@@ -25,6 +25,7 @@ class CurveFacts(NamedTuple):
     last: float                   # test error % at the last epoch (the table's number)
     plateau: float                # mean test error % over the last ``window`` epochs
     window: int                   # how many epochs ``plateau`` averages (fewer if the run is shorter)
+    swing: float                  # mean |Δ test error| between consecutive epochs, over the same epochs
     lowest: float                 # the lowest test error % of any epoch ...
     lowest_epoch: int             # ... at this epoch (the first, on a tie)
     train_end: float              # online training error % at the last epoch
@@ -41,10 +42,11 @@ def curve_facts(run: Path, train_level: float | None = None, window: int = PLATE
     test = [float(r["test_error"]) for r in rows]
     low = min(range(len(test)), key=test.__getitem__)
     tail = test[-window:]
+    steps = [abs(test[i] - test[i - 1]) for i in range(max(1, len(test) - window), len(test))]   # vs the epoch before
     reaches = None if train_level is None else next(
         (int(r["epoch"]) for r in rows if float(r["train_error"]) <= train_level), None)
     return CurveFacts(epochs=int(rows[-1]["epoch"]), last=test[-1], plateau=sum(tail) / len(tail), window=len(tail),
-                      lowest=test[low], lowest_epoch=int(rows[low]["epoch"]),
+                      swing=sum(steps) / len(steps) if steps else math.nan, lowest=test[low], lowest_epoch=int(rows[low]["epoch"]),
                       train_end=float(rows[-1]["train_error"]), train_at_lowest=float(rows[low]["train_error"]),
                       reaches_train=reaches)
 
@@ -67,26 +69,52 @@ def plateau_markdown(cells, title: str) -> str:
     the paper's value."""
     parts = [f"{title}: every full-protocol run of each cell, read from its `metrics.jsonl` "
              "(`dfa_cli/report/plateau.py`): the test error % at the last epoch (the table's number), its "
-             f"mean over the last {PLATEAU_EPOCHS} epochs (the plateau), the lowest epoch's, the online training error % at the "
+             f"mean over the last {PLATEAU_EPOCHS} epochs (the plateau), how far it moves from one epoch to the next over "
+             f"them (the swing: the mean |Δ test error|, in points), the lowest epoch's, the online training error % at the "
              "end and at the lowest epoch, and the first epoch whose online training error is at or below "
              "the paper's. Cell rows: mean ± std over seeds (ddof=1), beside the paper's value (training error).", ""]
     for row, row_cells in cells.groupby("row", sort=False):
         parts += [f"**{row}**", "",
-                  f"| Run | last epoch | mean of the last {PLATEAU_EPOCHS} | lowest (epoch) | online training error: "
+                  f"| Run | last epoch | mean of the last {PLATEAU_EPOCHS} | swing | lowest (epoch) | online training error: "
                   "end; at the lowest | first epoch at the paper's training error | paper (training error) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|"]
         for cell in row_cells.itertuples():
             runs = sorted((json.loads((Path(p) / SUMMARY).read_text())["seed"],
                            curve_facts(Path(p), cell.paper_train_error)) for p in cell.paths)
             for seed, f in runs:
-                parts.append(f"| {cell.method.upper()}, seed {seed} | {f.last:.2f} | {f.plateau:.2f} | {f.lowest:.2f} "
+                parts.append(f"| {cell.method.upper()}, seed {seed} | {f.last:.2f} | {f.plateau:.2f} | {f.swing:.2f} | {f.lowest:.2f} "
                              f"({f.lowest_epoch}) | {f.train_end:.2f}; {f.train_at_lowest:.2f} | "
                              f"{f.reaches_train or 'not reached'} | {cell.paper_text if len(runs) == 1 else ''} |")
             if len(runs) > 1:
                 facts = [f for _, f in runs]
                 parts.append(f"| **{cell.method.upper()}, n={len(facts)}** | **{_over_seeds(facts, 'last')}** | "
-                             f"**{_over_seeds(facts, 'plateau')}** | **{_over_seeds(facts, 'lowest')}** | "
+                             f"**{_over_seeds(facts, 'plateau')}** | {_over_seeds(facts, 'swing')} | "
+                             f"**{_over_seeds(facts, 'lowest')}** | "
                              f"{_over_seeds(facts, 'train_end')}; {_over_seeds(facts, 'train_at_lowest')} | | "
                              f"{cell.paper_text} |")
         parts.append("")
     return "\n".join(parts)
+
+
+def _cell_facts(cell) -> list[CurveFacts]:
+    return [curve_facts(Path(p)) for p in cell.paths]
+
+
+def noise_markdown(cells) -> str:
+    """Per row and rule, over a cell's seeds: the plateau (the mean test error of the last
+    ``PLATEAU_EPOCHS`` epochs) and the swing (the mean |Δ test error| between consecutive epochs over
+    them), each as the mean over seeds. ``cells``: dfa-report's cell frame."""
+    methods = list(dict.fromkeys(cells["method"]))
+    lines = [f"| Model | {' | '.join(m.upper() for m in methods)} |", "|---|" + "---|" * len(methods)]
+    for row, row_cells in cells.groupby("row", sort=False):
+        by_method = {c.method: _cell_facts(c) for c in row_cells.itertuples()}
+        shown = []
+        for m in methods:
+            facts = by_method.get(m) or []
+            shown.append("—" if not facts else
+                         f"{statistics.fmean(f.plateau for f in facts):.2f}, swing "
+                         f"{statistics.fmean(f.swing for f in facts):.2f} (n={len(facts)})")
+        lines.append(f"| {row} | {' | '.join(shown)} |")
+    return "\n".join(lines + ["", f"- Plateau: the mean test error % over a run's last {PLATEAU_EPOCHS} epochs; swing: "
+                              "the mean |Δ test error| (points) between each of those epochs and the one before; "
+                              "both averaged over the cell's seeds (n)."])
