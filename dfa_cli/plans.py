@@ -7,15 +7,17 @@ One campaign runs them all, two jobs at a time on a 2-core CPU, in *phases* (``J
 1. Table 2's MLP cells without dropout, seed 0, on the author's summed step (``loss.reduction=sum``,
    dfa_cli.losses), and the experiments that settled the ⚑ cells of the batch-mean step;
 2. Table 1's four-cell measurement on the author's step (:func:`summed_step_jobs`);
-3. Table 1's seeds 1–2; 4. Table 2's seeds 1–2, its dropout search (again, on the author's step),
-   its dropout row once the search has chosen, and its conv row (bounded on a CPU, marked †);
-5. later seeds.
+3. Table 1's seeds 1–2, and the every-rule table's MNIST nets (:func:`rule_jobs`);
+4. Table 2's seeds 1–2, its dropout search (again, on the author's step), its dropout row once the
+   search has chosen, and its conv row (bounded on a CPU, marked †);
+5. the every-rule table's CIFAR-10 net, and later seeds.
 
 A later phase starts only when the earlier ones have nothing ready to start. Within a phase the
 cheapest job goes first, except a long one that would otherwise run alone at the end
 (``Campaign._next``). Record folders: ``<data>/<row>_<method>_s<seed>``; searches
 ``<data>-validation/…``; figures ``mnist-figures/…``; experiments ``mnist-experiments/…`` and
-``cifar10-experiments/…``; Table 1's measurement ``mnist-summed-step/…``. Table 2's records of the
+``cifar10-experiments/…``; Table 1's measurement ``mnist-summed-step/…``; the every-rule table
+``rules/<net>_<rule>_s<seed>``. Table 2's records of the
 batch-mean step (every batch, the epoch's last partial one too, a full-size step) are kept as their
 own experiment under ``full-size-last-batch/``.
 """
@@ -379,18 +381,54 @@ SUMMED_STEP_PHASE = 2
 
 
 def summed_step_jobs(seeds: list[int] = (0, 1, 2)) -> list[Job]:
-    """Table 1's four-cell measurement: records ``mnist-summed-step/<row>_<method>_s<seed>``."""
-    return [Job(f"mnist-summed-step/{row}_{m}_s{s}", [f"experiment=table1/{row}", f"method={m}"], (s,),
-                cost=TABLE1_ROWS[row] * METHOD_COST[m], stage=SUMMED_STEP_PHASE)
-            for row, m in SUMMED_STEP_CELLS for s in seeds if s in (0, 1, 2)]
+    """Table 1's four-cell measurement: records ``mnist-summed-step/<row>_<method>_s<seed>``. Its
+    2x800 DFA cells are also the every-rule table's, whose seed 0 records the alignment angles."""
+    jobs = []
+    for row, m in SUMMED_STEP_CELLS:
+        for s in (s for s in seeds if s in (0, 1, 2)):
+            extra = RULE_ALIGNMENT if (row, s) == (RULE_ALIGNMENT_ROW, 0) else []
+            jobs.append(Job(f"mnist-summed-step/{row}_{m}_s{s}", [f"experiment=table1/{row}", f"method={m}", *extra],
+                            (s,), cost=TABLE1_ROWS[row] * METHOD_COST[m] * (1.2 if extra else 1), stage=SUMMED_STEP_PHASE))
+    return jobs
+
+
+# Every rule under one protocol (issue 48): the eleven rules on three nets, on the author's step.
+# label → the overrides that make the rule (DFA's variants: binary feedback, one error per unit)
+RULES = {"bp": ["method=bp"], "fa": ["method=fa"], "dfa": ["method=dfa"], "ifa": ["method=ifa"],
+         "shallow": ["method=shallow"], "drtp": ["method=drtp"], "usf": ["method=usf"], "brsf": ["method=brsf"],
+         "frsf": ["method=frsf"], "dfa-binary": ["method=dfa", "method.feedback=binary"],
+         "dfa-sparse": ["method=dfa", "method.density=0.1"]}
+# net → (its preset, seeds, phase, rough cost of one run on one thread): MNIST's after Table 1's
+# measurement, CIFAR-10's last (one seed, ~2 h a run)
+RULE_NETS = {"mnist_fc800x2_tanh": ("table1/fc800x2_tanh", (0, 1, 2), 3, 6 * 200),
+             "mnist_fc240x7_tanh": ("table1/fc240x7_tanh", (0, 1, 2), 3, 2.5 * 250),
+             "cifar10_fc1000x3_tanh": ("table2/fc1000x3_tanh", (0,), LATER, TABLE2_ROWS["fc1000x3_tanh"])}
+# cells another plan already runs on the same step, whose records count here too
+RULE_CELLS_ELSEWHERE = {("mnist_fc800x2_tanh", "dfa"), ("mnist_fc240x7_tanh", "bp"),
+                        *(("cifar10_fc1000x3_tanh", m) for m in METHODS)}
+RULE_ALIGNMENT_ROW, RULE_ALIGNMENT = "fc800x2_tanh", ["diagnostics.alignment=true"]   # seed 0 of the 2x800 cells
+
+
+def rule_jobs(seeds: list[int] = (0, 1, 2)) -> list[Job]:
+    """The every-rule table's runs: records ``rules/<net>_<rule>_s<seed>``."""
+    jobs = []
+    for net, (preset, net_seeds, phase, cost) in RULE_NETS.items():
+        for rule, overrides in RULES.items():
+            if (net, rule) in RULE_CELLS_ELSEWHERE:
+                continue
+            for s in (s for s in net_seeds if s in seeds):
+                extra = RULE_ALIGNMENT if net.endswith(RULE_ALIGNMENT_ROW) and s == 0 else []
+                jobs.append(Job(f"rules/{net}_{rule}_s{s}", [f"experiment={preset}", *overrides, *extra], (s,),
+                                cost=cost * (1.2 if extra else 1), stage=phase))
+    return jobs
 
 
 PLANS = {"table1": table1_jobs, "table2": table2_jobs}
 
 
 def campaign_jobs(plans: list[str], seeds: list[int], stacked: bool = False) -> list[Job]:
-    """The named plans (table1, table2, figures, experiments, summed-step, or a search's name) as one
-    ordered list."""
+    """The named plans (table1, table2, figures, experiments, summed-step, rules, or a search's name)
+    as one ordered list."""
     jobs: list[Job] = []
     for plan in plans:
         if plan in PLANS:
@@ -401,6 +439,8 @@ def campaign_jobs(plans: list[str], seeds: list[int], stacked: bool = False) -> 
             jobs += experiment_jobs()
         elif plan == "summed-step":
             jobs += summed_step_jobs(seeds)
+        elif plan == "rules":
+            jobs += rule_jobs(seeds)
         else:
             jobs += SEARCHES[plan].jobs()
     unique = {job.name: job for job in jobs}   # a search named on its own and inside its table

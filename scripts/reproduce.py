@@ -39,7 +39,7 @@ from dfa_cli.campaign import Campaign, default_state_dir  # noqa: E402
 from dfa_cli.plans import PLANS, SEARCHES, campaign_jobs  # noqa: E402
 
 RECORDS = REPO / "results" / "paper"
-CHOICES = ("all", *PLANS, "figures", "experiments", "summed-step", *SEARCHES)
+CHOICES = ("all", *PLANS, "figures", "experiments", "summed-step", "rules", *SEARCHES)
 
 
 def _deadline(text: str) -> float:
@@ -56,7 +56,7 @@ def _deadline(text: str) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("plans", nargs="+", choices=CHOICES, metavar="plan",
-                   help=f"one or more of: {', '.join(CHOICES)} (all = table1 table2 figures experiments summed-step)")
+                   help=f"one or more of: {', '.join(CHOICES)} (all = table1 table2 figures experiments summed-step rules)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2; the tables' "
                    "seeds 3–4 are not part of the rerun on the author's summed step)")
     p.add_argument("--jobs", type=int, default=None, help="parallel jobs (CPU default 2, GPU 1)")
@@ -74,7 +74,7 @@ def main() -> None:
     args = p.parse_args()
     if args.carry_over and args.until is None:
         p.error("--carry-over needs --until HH:MM: without a deadline every job already runs to its end")
-    everything = ("table1", "table2", "figures", "experiments", "summed-step")
+    everything = ("table1", "table2", "figures", "experiments", "summed-step", "rules")
     plans = [q for plan in args.plans for q in (everything if plan == "all" else (plan,))]
     if args.summary:
         searches = [name for name in plans if name in SEARCHES] or [

@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 from dfa_cli.report.build import Options, build_report, table_markdown  # noqa: E402
 from dfa_cli.report.collect import collect  # noqa: E402
 from dfa_cli.report.plateau import curve_facts, mean_std, noise_markdown, plateau_markdown  # noqa: E402
+from dfa_cli.report import rules as every_rule  # noqa: E402
 from dfa_cli.campaign import preset_sets  # noqa: E402
 from dfa_cli.plans import (DROPOUT_SEARCH, METHOD_DROPOUT_SEARCHES, PRESETS, SEARCHES,  # noqa: E402
                            SUMMED_STEP_CELLS)
@@ -91,6 +92,10 @@ FULL_SIZE_LAST_BATCH = "full-size-last-batch"
 TABLE2_FULL_SIZE = Table("cifar10", 2, "#table-2-on-a-cpu", reduction="mean", under=FULL_SIZE_LAST_BATCH)
 FULL_SIZE_PREFIX = "full-size-last-batch_"   # its figures' names under docs/reproduction/
 SUMMED_STEP = "mnist-summed-step"   # Table 1's four-cell measurement (dfa_cli.plans.summed_step_jobs)
+# the every-rule table's records: its own, and the cells Table 1's measurement and Table 2 run for it
+RULE_FOLDERS = ("rules", SUMMED_STEP, "cifar10")
+BIOTORCH = ("jsalbert/biotorch", "74fad0dd32529e754e4bba8298d4e0fd0a06a886")   # Benchmarks.md, LeNet on MNIST
+BIOTORCH_LENET_MNIST = {"BP": 0.91, "FA": 1.7, "uSF": 0.94, "brSF": 0.91, "frSF": 0.97, "DFA": 1.61}
 STEP_NAMES = {"sum": "the author's summed step (the error summed over each batch, so an epoch's last, "
                      "partial batch steps short)",
               "mean": "the batch-mean step (every batch, the epoch's last, partial one too, a full-size step)"}
@@ -236,6 +241,12 @@ def figures(records: Path, target: Path) -> list[Path]:
     mean_step = ["--loss-reduction", "mean"]
     jobs.append(([records / FIGURE_RUNS], mean_step, ["tsne_", "alignment_"], ""))
     jobs += [([records / runs], mean_step, ["alignment_"], EXPERIMENT_PREFIX) for runs in EXPERIMENT_RUNS]
+    rule_runs = every_rule.collect_rules([records / f for f in RULE_FOLDERS if (records / f).is_dir()])
+    if len(rule_runs):
+        keep.append((every_rule.draw_errors(rule_runs, out / "rules_errors.png"), "rules_errors.png"))
+        drawn = every_rule.draw_alignment(rule_runs, out / "rules_alignment_mnist_2x800-tanh.png")
+        if drawn:
+            keep.append((drawn, drawn.name))
     old = TABLE2_FULL_SIZE   # Table 2 on the batch-mean step, for its paragraphs in docs/differences.md
     jobs.append(([records / old.folder], ["--table", old.data, *mean_step],
                  [f"ours-vs-paper_table{old.number}", f"learning-curves_table{old.number}"], FULL_SIZE_PREFIX))
@@ -395,6 +406,24 @@ def plateau_block(table: Table, records: Path, figure_files: list[Path], page: P
     return plateau_markdown(frame[~frame["shortened"] & (frame["n"] > 0)], f"Table {table.number}")
 
 
+def rules_block(records: Path, figure_files: list[Path], page: Path) -> str:
+    """The front page's every-rule table: the eleven rules on three nets, on the author's step."""
+    runs = every_rule.collect_rules([records / f for f in RULE_FOLDERS if (records / f).is_dir()])
+    cells = runs.groupby(["net", "rule"]).size()
+    parts = [f"The campaign's `rules` plan (`python scripts/reproduce.py rules`; records `results/paper/rules/`, with "
+             f"2x800 DFA and 7x240 BP from Table 1's measurement and CIFAR-10's BP, FA and DFA from Table 2): "
+             f"{len(cells)} of its {len(every_rule.NETS) * len(every_rule.RULES)} cells have a record "
+             f"({len(runs)} runs).", "", every_rule.table_markdown(runs), ""]
+    for f in of_kind(figure_files, "rules_"):
+        parts += [f"![{f.stem}]({link(f, page)})", ""]
+    shown = ", ".join(f"{k} {v}" for k, v in BIOTORCH_LENET_MNIST.items())
+    parts.append(f"Context, not a comparison: BioTorch's benchmark ([{BIOTORCH[0]}](https://github.com/{BIOTORCH[0]}) "
+                 f"at {BIOTORCH[1][:7]}, Benchmarks.md) trains six of these rules on a LeNet for MNIST with SGD "
+                 f"(momentum 0.9, weight decay 1e-3, 100 epochs, LR steps) and reports the best validation "
+                 f"epoch's error %: {shown}. Another net and another protocol, with a chosen epoch.")
+    return "\n".join(parts)
+
+
 class Block(NamedTuple):
     name: str                                          # in its markers
     page: Path                                         # the file that holds it
@@ -406,6 +435,7 @@ BLOCKS = [Block("table1", README, partial(table_block, TABLE1)),
           Block("table2", README, partial(table_block, TABLE2)),
           Block("table2-details", REPRODUCTION_PAGE, partial(details_block, TABLE2)),
           Block("figures", README, figures_block),
+          Block("rules", README, rules_block),
           Block("table2-plateau", DIFFERENCES_PAGE, partial(plateau_block, TABLE2)),
           Block("table2-full-size-last-batch", DIFFERENCES_PAGE, full_size_block),
           Block("table1-summed-step", DIFFERENCES_PAGE, summed_step_block)]

@@ -271,12 +271,15 @@ def test_protocol_runs_win_the_cell_the_rest_go_to_other_runs(tmp_path, capsys):
     write_cell(tmp_path, "uniform", [1.9], init="uniform", init_config="uniform")
     write_cell(tmp_path, "tf32", [1.9], matmul_precision="high")
     write_cell(tmp_path, "dropout_rate", [1.9], variant="dropout", dropout="paper", hidden=[800, 400])
+    write_cell(tmp_path, "binary", [1.9], feedback="binary")     # DFA's variants are not the paper's DFA
+    write_cell(tmp_path, "sparse", [1.9], density=0.1, feedback_scale="source")
     cells = csv_cells(tmp_path, capsys=capsys)
     paper_cell = one(cells, table="table1_mnist", row="2x800 tanh", method="dfa")
     assert (paper_cell["n"], paper_cell["shortened"]) == (2, False)
     other = cells[cells["table"] == "other_runs"]
     assert set(other["setting"]) == {"data.subset=2000", "optim=adam, optim.lr=0.001", "init=uniform",
-                                     "trainer.matmul_precision=high", "model.hidden=[800,400]"}
+                                     "trainer.matmul_precision=high", "model.hidden=[800,400]",
+                                     "method.feedback=binary", "method.density=0.1, method.feedback_scale=source"}
 
 
 def test_the_two_training_steps_never_share_a_cell(tmp_path, capsys):

@@ -97,6 +97,13 @@ def departures(s: dict, config) -> tuple[list[str], list[str]]:
     if optim_eps is not None and not _close(optim_eps, PROTOCOL_OPTIM_EPS):
         changes.append(f"optim.eps={optim_eps:g}")
 
+    # DFA's feedback: the paper draws it dense, uniform, at its own scale (records from before these
+    # options existed say nothing, and drew it so)
+    for key, default in (("feedback", "uniform"), ("density", 1.0), ("feedback_scale", "paper")):
+        got = s.get(key, default)
+        if got != default and not _close(got, default):
+            changes.append(f"method.{key}={got:g}" if isinstance(got, float) else f"method.{key}={got}")
+
     # the inputs (records from before ZCA existed say nothing, and were in [0, 1])
     preprocess = value("preprocess", "data.preprocess")
     preprocess = "none" if preprocess is MISSING else preprocess
