@@ -6,9 +6,10 @@ atomically (a temporary file, fsync, rename) after each epoch's records, and mid
 signal asks the run to stop; it is deleted once every seed has its ``summary.json``.
 
 It holds the model and optimizer state, each seed's bookkeeping (EMA, best error, epoch seconds) and
-data-order generator, the global CPU and CUDA generator states, the position (next epoch, steps of
-it already taken, the epoch's statistics so far) and the resolved config it was made with. Resuming
-restores all of it, so a resumed run's records equal those of an uninterrupted one (bitwise on CPU).
+data-order generator, the global CPU generator's state and the run device's CUDA generator's, the
+position (next epoch, steps of it already taken, the epoch's statistics so far) and the resolved
+config it was made with. Resuming restores all of it, so a resumed run's records equal those of an
+uninterrupted one (bitwise on CPU).
 
 A run may be resumed only with the config it was started with, except for the keys in
 :data:`MAY_DIFFER`, which change where things are or how they are shown, never the numbers.
@@ -58,6 +59,19 @@ def load(path: Path) -> dict:
         raise UserError(f"{path} is not a dfa-run checkpoint of format {FORMAT}; delete it to start "
                         f"this run over.")
     return state
+
+
+def cuda_rng_state(state: dict, device: torch.device) -> torch.Tensor:
+    """The CUDA generator state to restore on ``device``: the one saved (the run device's own).
+    Checkpoints written before issue 50 hold a list, one state per visible GPU: from it the entry of
+    the GPU the run used (its config's ``cuda:N``, else this run's index) when the list is that long,
+    else the first (fewer GPUs are visible now)."""
+    saved = state["rng_cuda"]
+    if torch.is_tensor(saved):
+        return saved
+    name = str((state.get("config") or {}).get("device", ""))
+    index = int(name[5:]) if name.startswith("cuda:") and name[5:].isdigit() else (device.index or 0)
+    return saved[index] if index < len(saved) else saved[0]
 
 
 def plain(obj):

@@ -6,8 +6,9 @@
 - No host synchronisation inside an epoch: loss and error counts accumulate in a device tensor
   that is read once per epoch.
 - On CUDA the steady-state step (gather, forward, rule, optimizer update, statistics) is captured
-  once in a CUDA graph and replayed; the last partial batch and evaluation run eagerly. The
-  captured step is the eager step, so the math is the same.
+  once in a CUDA graph and replayed (:mod:`dfa_cli.graph`); the last partial batch and evaluation
+  run eagerly. The captured step is the eager step, so the math is the same; it is captured again
+  whenever the LR changes, a stacked seed stops or a checkpoint is loaded.
 - Stacked replicas stop independently (converged, diverged, max_epochs); a stopped replica is
   written out and sliced away, so the rest keep training without it.
 - After each epoch's records a checkpoint is written (:mod:`dfa_cli.checkpoint`); SIGTERM/SIGINT
@@ -29,8 +30,9 @@ import torch
 from . import checkpoint as ckpt
 from .data import Dataset
 from .fast import FastFCStep
+from .graph import CapturedStep
 from .losses import batch_scale, per_replica_loss
-from .optim import keep_replicas
+from .optim import keep_replicas, match_capturable
 from .progress import Progress
 from .records import RunRecord
 from .schedule import LRSchedule
@@ -38,7 +40,6 @@ from .signals import StopFlag, stop_on_signals
 
 ORDER_SEED_OFFSET = 1_000_003   # data order draws from a stream apart from initialisation
 EMA_START = 100.0               # Main.lua starts the EMA of the training error at 1 (100 %)
-GRAPH_WARMUP_STEPS = 3          # eager steps (real training steps) before capturing
 
 
 @dataclass
@@ -91,7 +92,7 @@ class Trainer:
         self.active = [Replica(s, rec, torch.Generator().manual_seed(s + ORDER_SEED_OFFSET))
                        for s, rec in zip(seeds, records)]
         self.acc = torch.zeros(len(seeds), 2, device=self.device)  # per replica: Σ loss, Σ wrong
-        self.graph, self.warmup_left = None, GRAPH_WARMUP_STEPS
+        self.captured = CapturedStep(self._train_step, lambda: self.optimizer.zero_grad(set_to_none=True))
         # checkpoint: its path (None: none written); meta: saved with it (the config, …)
         self.checkpoint, self.meta = (Path(checkpoint) if checkpoint else None), dict(meta or {})
         self.checkpoint_every = checkpoint_every   # epochs between checkpoints (0: on signals only)
@@ -126,25 +127,12 @@ class Trainer:
             self.alignment.on_step(self.model, self.data, idx)
         if not self.use_graph:
             return self._train_step(idx)
-        if self.graph is None and self.warmup_left > 0:
-            self.warmup_left -= 1
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                self._train_step(idx)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            return
-        if self.graph is None:
-            self._capture(idx.shape)
-        self.static_idx.copy_(idx)
-        self.graph.replay()
+        self.captured(idx, self.device)
 
-    def _capture(self, shape) -> None:
-        self.static_idx = torch.zeros(shape, dtype=torch.long, device=self.device)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._train_step(self.static_idx)
+    @property
+    def graph(self):
+        """The captured step's CUDA graph (None before the capture, and on the CPU)."""
+        return self.captured.graph
 
     # ---- one epoch ----------------------------------------------------------------------------
     def _epoch_order(self) -> torch.Tensor:
@@ -255,7 +243,7 @@ class Trainer:
                          for r, g in zip(self.active, order_states)],
             "finished": ckpt.plain(self.finished),
             "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if cuda else None,
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if cuda else None,   # this run's GPU's only
         }
         ckpt.save(self.checkpoint, state)
 
@@ -275,6 +263,7 @@ class Trainer:
             self._drop([j for j in range(len(self.active)) if j not in keep])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        match_capturable(self.optimizer, self.use_graph)   # it may have been saved on another device
         for rep in self.active:
             r = saved[rep.seed]
             rep.ema, rep.best_eval_error, rep.best_epoch = r["ema"], r["best_test_error"], r["best_epoch"]
@@ -284,8 +273,8 @@ class Trainer:
         self.acc.copy_(state["acc"])
         torch.set_rng_state(state["rng_cpu"])
         if self.device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        self.graph, self.warmup_left = None, GRAPH_WARMUP_STEPS  # (re)capture after loading
+            torch.cuda.set_rng_state(ckpt.cuda_rng_state(state, self.device), self.device)
+        self.captured.reset()  # (re)capture after loading
         return state["epoch"], state["step"], state["elapsed"], state["epoch_seconds"]
 
     def _epoch_row(self, rep: Replica, epoch: int, train, test, seconds: float, elapsed: float) -> dict:
@@ -328,6 +317,8 @@ class Trainer:
         whose halvings differ by seed, is refused for stacked seeds by the config check)."""
         if self.active:
             lr = self.schedule.lr(self.initial_lr, self.active[0].halvings)
+            if any(group["lr"] != lr for group in self.optimizer.param_groups):
+                self.captured.reset()   # a float LR is a kernel argument, fixed at capture
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 
@@ -360,4 +351,4 @@ class Trainer:
         keep_replicas(self.optimizer, index)
         self.model.keep_replicas(index)
         self.acc = torch.zeros(len(keep), 2, device=self.device)
-        self.graph, self.warmup_left = None, GRAPH_WARMUP_STEPS
+        self.captured.reset()

@@ -64,10 +64,14 @@ class FastFCStep:
                 p.grad = torch.zeros_like(p)
 
     def _activations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """One buffer per layer's output, kept for the next step of the same shape."""
+        """One buffer per layer's output, kept for the next step of the same shape. One set per batch
+        shape: a captured CUDA graph writes into the full batch's at every replay, with an eager
+        partial batch between replays. Sets for another replica count go (a stacked seed has
+        stopped, and the graph that used them with it)."""
         key = (x.shape[0], x.shape[1], x.dtype, x.device)
         if key not in self.buffers:
-            self.buffers = {key: [x.new_empty(x.shape[0], x.shape[1], n) for n in self.model.sizes[1:]]}
+            self.buffers = {k: v for k, v in self.buffers.items() if k[0] == x.shape[0]}
+            self.buffers[key] = [x.new_empty(x.shape[0], x.shape[1], n) for n in self.model.sizes[1:]]
         return self.buffers[key]
 
     def _forward(self, x: torch.Tensor, rule: bool):

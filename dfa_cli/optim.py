@@ -8,6 +8,8 @@ denominator each time; for the paper's small batches that costs about a third of
 from __future__ import annotations
 
 import logging
+import re
+import warnings
 
 import torch
 
@@ -27,6 +29,20 @@ class _NoCudaHomeNotice(logging.Filter):
 
 
 logging.getLogger("torch.utils.cpp_extension").addFilter(_NoCudaHomeNotice())
+
+# torch/optim/optimizer.py, once per optimizer that steps outside a graph capture with capturable=True.
+CAPTURABLE_NOTICE = ("This instance was constructed with capturable=True or some of all the param_groups "
+                     "came with capturable=True")
+
+
+def quiet_capturable_notice() -> None:
+    """Drops torch's advice to set capturable=False: the CUDA-graph path runs its warm-up steps and
+    each epoch's last partial batch outside the graph on purpose, with the optimizer the graph
+    replays. Every other warning still shows."""
+    warnings.filterwarnings("ignore", message=re.escape(CAPTURABLE_NOTICE), category=UserWarning)
+
+
+quiet_capturable_notice()
 
 
 def _rmsprop_update(param, grad, square_avg, lr, alpha: float, eps: float) -> None:
@@ -59,16 +75,18 @@ class FusedRMSprop(torch.optim.RMSprop):
     def __init__(self, params, lr: float, alpha: float, eps: float):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps)
         self._lr = torch.zeros(())   # a tensor, so that an LR schedule never triggers a recompile
+                                     # (moved to the parameters' device by _flatten)
         self._fallback = False
         self._flat = None            # (param ids, flat p, flat g, flat v, steps, grad views) once built
 
     def _flatten(self, params: list) -> None:
         """Make ``params``, their grads and square averages views of three flat buffers."""
-        for p in params:
+        for p in params:   # step counts and LR live beside the parameters: no host work per step
             state = self.state[p]
             if not state:
-                state["step"] = torch.tensor(0.0)
+                state["step"] = torch.tensor(0.0, device=p.device)
                 state["square_avg"] = torch.zeros_like(p)
+            state["step"] = state["step"].to(p.device)
         flat = [torch.cat([t.detach().reshape(-1) for t in ts])
                 for ts in (params, [p.grad for p in params], [self.state[p]["square_avg"] for p in params])]
         offset, grads = 0, []
@@ -80,6 +98,7 @@ class FusedRMSprop(torch.optim.RMSprop):
             grads.append(p.grad)
             offset += n
         self._flat = ([id(p) for p in params], *flat, [self.state[p]["step"] for p in params], grads)
+        self._lr = self._lr.to(flat[0].device)
 
     def _views_hold(self, params: list) -> bool:
         if self._flat is None or self._flat[0] != [id(p) for p in params]:
@@ -159,6 +178,25 @@ def start_square_average(optimizer: torch.optim.RMSprop, value: float, capturabl
             state["square_avg"] = torch.full_like(p, value, memory_format=torch.preserve_format)
             if group.get("momentum", 0) > 0:
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+@torch.no_grad()
+def match_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
+    """After ``load_state_dict``, which brings back the saved run's ``capturable``: this run's
+    (``capturable``: it replays a CUDA graph), and each ``step`` tensor where torch keeps it then
+    (capturable or fused: float32 on the parameter's device; else a CPU scalar; FusedRMSprop keeps
+    its own beside the parameters). A GPU run's checkpoint then resumes on a CPU, and a CPU run's
+    is captured on a GPU."""
+    for group in optimizer.param_groups:
+        if "capturable" not in group:   # (SGD: no per-step state to place)
+            continue
+        group["capturable"] = capturable
+        on_device = capturable or group.get("fused") or isinstance(optimizer, FusedRMSprop)
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            if torch.is_tensor(state.get("step")):
+                step = state["step"]
+                state["step"] = step.to(device=p.device, dtype=torch.float32) if on_device else step.to("cpu")
 
 
 @torch.no_grad()
