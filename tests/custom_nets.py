@@ -86,3 +86,13 @@ class Detached(nn.Module):
 
 def not_a_module():
     return "a string"
+
+
+def plain_sequential():
+    """A newcomer's first model: a plain ``nn.Sequential`` (BP and FA train it; DFA needs its points)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.Tanh(), nn.Linear(16, 10))
+
+
+def sequential_of_one_layer():
+    """A plain ``nn.Sequential`` with one weight layer: no hidden block, so nothing for a point to follow."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))

@@ -98,6 +98,9 @@ def test_dfa_report_lists_custom_runs_by_their_target(fake_mnist, tmp_path):
     (("model.target=justaname",), "must name a class or function as module:attr"),
     (("+model.kwargs.depth=3",), "model.kwargs do not fit model.target=dfa_cli.examples.nets:ResMLP"),
     (("model.target=custom_nets:NoPoints",), "method=dfa: rule dfa needs feedback points"),
+    (("model.target=custom_nets:plain_sequential",), "method=dfa: rule dfa needs feedback points, and the model "
+     "is a plain nn.Sequential: build it with feedback.sequential(*layers) in place of nn.Sequential(*layers)"),
+    (("model.target=custom_nets:sequential_of_one_layer",), "needs feedback points, and the model has no feedback"),
     (("model.target=custom_nets:WrongOutput",),
      "returns (3, 5) for a 3x1x28x28 batch of mnist; dfa-run needs logits of shape (batch, 10)"),
     (("model.target=custom_nets:TimeFirst",), "points and output must put the batch first"),
@@ -121,6 +124,27 @@ def test_what_the_api_cannot_train_is_one_sentence_before_any_data(tmp_path, ove
         train(cfg, tmp_path / "run")
     assert words in str(err.value)
     assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+
+
+def test_a_plain_sequential_is_told_the_one_line_fix_and_the_fix_trains(tmp_path):
+    from dfa_cli import feedback
+    from dfa_cli.custom import build
+    from custom_nets import plain_sequential
+    proc = run_cli("run", "model=custom", "model.target=custom_nets:plain_sequential", "method=dfa",
+                   f"results_dir={tmp_path}", f"data.root={tmp_path / 'none'}", "data.download=false",
+                   env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("dfa-run: model.target=custom_nets:plain_sequential cannot be trained with "
+                                  "method=dfa: rule dfa needs feedback points, and the model is a plain "
+                                  "nn.Sequential: build it with feedback.sequential(*layers) in place of "
+                                  "nn.Sequential(*layers)")
+    assert not any(tmp_path.rglob("summary.json"))
+    with pytest.raises(feedback.FeedbackError, match=r"feedback\.sequential\(\*layers\) in place of"):
+        feedback.set_rule(plain_sequential(), "shallow")   # the API says the same
+    build(compose_config("model=custom", "model.target=custom_nets:plain_sequential", "method=bp"), seed=0)
+    net = feedback.set_rule(feedback.sequential(*plain_sequential()), "dfa")   # the fix, as the sentence says it
+    net(torch.rand(4, 1, 28, 28)).sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
 
 
 def test_a_bad_model_kwarg_on_the_command_line_is_one_sentence(tmp_path):

@@ -43,6 +43,11 @@ def structure_refusal(model: nn.Module, rule: str) -> str | None:
     output = output_of(model)
     points = [m for m in model.modules() if isinstance(m, Point)]
     if rule in CUT_RULES and output is None:
+        if type(model) is nn.Sequential and not points and sum(map(has_weights, model)) >= 2:
+            # the newcomer's first model: the fix is one line
+            return (f"rule {rule} needs feedback points, and the model is a plain nn.Sequential: build it with "
+                    f"feedback.sequential(*layers) in place of nn.Sequential(*layers) (from dfa_cli import "
+                    f"feedback), which puts a feedback.Point after each hidden block and an Output on the logits")
         return (f"rule {rule} needs feedback points, and the model has no feedback.Output (place a "
                 f"feedback.Point after each hidden block and an Output on the logits)")
     stray = [p for p in points if output is None or p._output is not output]

@@ -37,19 +37,20 @@ def _is_record_dir(path: Path) -> bool:
 
 
 def walk_runs(root: Path):
-    """Yield ``(folder, has summary.json)`` for every run folder under ``root`` (itself included).
+    """Yield ``(folder, has summary.json, its path as os.walk spells it)`` for every run folder under
+    ``root`` (itself included).
 
     A stacked-seed job keeps its records in ``seed<N>/`` subfolders: it is a container, not a run.
     """
     for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
         has_hydra = HYDRA_DIR in dirnames
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if SUMMARY in filenames:
-            yield here, True
+            yield Path(dirpath), True, dirpath
         elif METRICS in filenames or has_hydra:
+            here = Path(dirpath)
             if not any(SEED_DIR.fullmatch(d) and _is_record_dir(here / d) for d in dirnames):
-                yield here, False
+                yield here, False, dirpath
 
 
 # ---- metrics.jsonl --------------------------------------------------------------------------------
@@ -76,22 +77,21 @@ def read_metrics(path: Path) -> tuple[list[dict], str | None]:
     return rows, None
 
 
-def _last_line(path: Path) -> tuple[str | None, bool]:
+def _last_line(path) -> tuple[str | None, bool]:
     """The last line of a file (without reading all of it) and whether it ends with a newline."""
-    with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(0, size - TAIL_BYTES))
-        tail = f.read()
+    with open(path, "rb", buffering=0) as f:   # unbuffered: one read of the tail, no buffer to fill
+        f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
+        tail = f.readall()
     if not tail:
         return None, True
     complete = tail.endswith(b"\n")
-    lines = tail.rstrip(b"\n").split(b"\n")
-    return lines[-1].decode("utf-8", "replace"), complete
+    last = tail.rstrip(b"\n")
+    return last[last.rfind(b"\n") + 1:].decode("utf-8", "replace"), complete
 
 
-def metrics_problem(directory: Path, epochs) -> str | None:
+def metrics_problem(directory, epochs) -> str | None:
     """What a finished run's ``metrics.jsonl`` lacks, checked on its last line only."""
-    path = directory / METRICS
+    path = os.path.join(directory, METRICS)
     try:
         last, complete = _last_line(path)
     except FileNotFoundError:
@@ -205,8 +205,11 @@ class LazyConfig:
 
 def read_run(directory: Path) -> tuple[dict, str | None]:
     """One finished run → (what it is and its results, what is wrong with its metrics.jsonl)."""
+    where = os.fspath(directory)   # plain strings and files: pathlib's and io's objects cost, × 1,200
     try:
-        summary = json.loads((directory / SUMMARY).read_text(encoding="utf-8"))
+        with open(os.path.join(where, SUMMARY), "rb") as f:
+            text = f.read().decode("utf-8")   # as read_text(encoding="utf-8") reads it, newlines too:
+        summary = json.loads(text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text)
     except OSError as err:
         raise Unreadable(f"cannot read summary.json ({err.strerror or err})") from None
     except (ValueError, UnicodeDecodeError) as err:
@@ -237,7 +240,7 @@ def read_run(directory: Path) -> tuple[dict, str | None]:
         "loss_reduction": summary.get("loss_reduction") or REDUCTION_BEFORE_THE_KEY,
         "setting": ", ".join(shortcuts + changes), "changed": bool(changes),
     }
-    return run, metrics_problem(directory, summary.get("epochs"))
+    return run, metrics_problem(where, summary.get("epochs"))
 
 
 def _float(value) -> float:
@@ -268,9 +271,10 @@ def collect(paths: list[Path]) -> Collected:
         problems.append({"run": str(directory), "reason": reason, "counted": counted, "data": data,
                          "method": method})
     for root in paths:
-        real_root = root.resolve()   # once per root, not per run: resolve() costs a stat per path part
-        for directory, has_summary in walk_runs(root):
-            key = real_root / directory.relative_to(root)
+        real_root, top = str(root.resolve()), os.fspath(root)   # resolve() once per root: a stat per part
+        for directory, has_summary, where in walk_runs(root):
+            below = where[len(top):].lstrip(os.sep)   # where = top, or os.path.join(top, …)
+            key = os.path.join(real_root, below) if below else real_root
             if key in seen:
                 continue
             seen.add(key)

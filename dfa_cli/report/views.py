@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .cells import rows_of
 from .spec import FLAG, FLAG_FLOOR, METRIC_NAMES, NONE, TABLES, method_label
 
 
@@ -21,6 +22,15 @@ class View:
     footnotes: list[str]
     frame: pd.DataFrame                   # the tidy table behind it (CSV, figures)
     figures: list = field(default_factory=list)   # (path relative to report.md, caption), drawn later
+
+
+def _by_row(frame: pd.DataFrame) -> list[list]:
+    """``frame.groupby("row_id", sort=True)``, each group as its itertuples, from one pass over the frame
+    (itertuples costs per call, not per row)."""
+    groups = {}
+    for c in frame.itertuples(index=False):
+        groups.setdefault(c.row_id, []).append(c)
+    return [groups[row_id] for row_id in sorted(groups)]
 
 
 def _finite(value) -> bool:
@@ -88,9 +98,9 @@ def shortened_notes(cells: pd.DataFrame) -> list[str]:
 def paper_view(data: str, cells: pd.DataFrame, metric: str, digits: int, protocol_note: str = "") -> View:
     methods = list(dict.fromkeys(cells["method"]))
     rows = []
-    for _, row in cells.groupby("row_id", sort=True):
-        by_method = {c.method: c for c in row.itertuples(index=False)}
-        line = [row["row"].iloc[0]]
+    for row in _by_row(cells):
+        by_method = {c.method: c for c in row}
+        line = [row[0].row]
         for m in methods:
             c = by_method[m]
             line += [ours_text(c, digits), paper_text(c), delta_text(c, digits)]
@@ -129,9 +139,9 @@ def paired_text(p, digits: int) -> str:
 def paired_view(data: str, pairs: pd.DataFrame, metric: str, digits: int) -> View:
     methods = list(dict.fromkeys(pairs["method"]))
     rows = []
-    for _, row in pairs.groupby("row_id", sort=True):
-        by_method = {p.method: p for p in row.itertuples(index=False)}
-        rows.append([row["row"].iloc[0]] + [paired_text(by_method[m], digits) for m in methods])
+    for row in _by_row(pairs):
+        by_method = {p.method: p for p in row}
+        rows.append([row[0].row] + [paired_text(by_method[m], digits) for m in methods])
     key, title = TABLES[data]
     notes = [f"Paired difference of the {METRIC_NAMES[metric]} (method − BP) over the seeds both methods "
              f"ran in the same setting (diverged runs left out): mean, 95 % t-interval (n − 1 degrees "
@@ -148,10 +158,10 @@ def grouped_view(key: str, title: str, cells: pd.DataFrame, metric: str, digits:
     from .cells import method_order
     methods = method_order(cells["method"])
     rows = []
-    for _, row in cells.groupby("row_id", sort=True):
-        by_method = {c.method: c for c in row.itertuples(index=False)}
-        first = row.iloc[0]
-        rows.append([first["data"], first["row"], first["setting"] or "paper protocol"] +
+    for row in _by_row(cells):
+        by_method = {c.method: c for c in row}
+        first = row[0]
+        rows.append([first.data, first.row, first.setting or "paper protocol"] +
                     [ours_text(by_method[m], digits) if m in by_method else NONE for m in methods])
     return View(key, title, [("", ["Data", "Model", "Setting"])] + [(method_label(m), ["ours"]) for m in methods],
                 rows, [legend(metric), note], add_display_columns(cells, digits))
@@ -176,9 +186,11 @@ def runs_view(runs: pd.DataFrame, digits: int) -> View:
 
     def num(v):
         return _fmt(v, digits) if _finite(v) else NONE
-    rows = [[r.table, r.row, method_label(r.method), r.setting or "paper protocol", str(r.seed), num(r.test_error),
-             num(r.train_error), str(r.epochs if r.epochs is not None else NONE), str(r.stop_reason or NONE),
-             (r.git_commit or NONE)[:12], r.path] for r in frame.itertuples(index=False)]
+    rows = [[table, row, method_label(method), setting or "paper protocol", str(seed), num(test_error),
+             num(train_error), str(epochs if epochs is not None else NONE), str(stop_reason or NONE),
+             (git_commit or NONE)[:12], path]
+            for table, row, method, setting, seed, test_error, train_error, epochs, stop_reason, git_commit, path
+            in rows_of(frame, columns)]
     notes = ["Test error (validation error for validation runs) and online training error % at the last "
              "epoch; commit: the dfa-cli commit that ran (first 12 characters; -dirty: local changes)."]
     headers = ["Table", "Model", "Method", "Setting", "Seed", "Error", "Train", "Epochs", "Stop", "Commit", "Path"]
