@@ -17,9 +17,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from . import checkpoint as ckpt
+from .runs import checkpoint as ckpt
 from .config import CONFIG_PATH
-from .errors import UserError
+from .runs.errors import UserError
 
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c")
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from . import logger
-from .data import INPUT_SHAPES, PREPROCESS, SPLITS
-from .errors import UserError
-from .losses import LOSSES, REDUCTIONS
-from .conv import IFA_ON_CONV, STACKING, conv_map_shapes, rule_on_conv
-from .models import ACTIVATIONS, LATER_RULES, METHODS
-from .rules import FEEDBACK_KINDS, FEEDBACK_SCALES
-from .optim import OPTIMIZERS
-from .schedule import SCHEDULES
+from .runs import logger
+from .data.datasets import INPUT_SHAPES, PREPROCESS, SPLITS
+from .runs.errors import UserError
+from .training.losses import LOSSES, REDUCTIONS
+from .nets.conv import IFA_ON_CONV, STACKING, conv_map_shapes, rule_on_conv
+from .nets.fc import ACTIVATIONS, LATER_RULES, METHODS
+from .nets.rules import FEEDBACK_KINDS, FEEDBACK_SCALES
+from .training.optim import OPTIMIZERS
+from .training.schedule import SCHEDULES
 
 # Configs live in conf/ of a source checkout (the one beside this package wins, so a worktree
 # uses its own); an installed wheel carries them as the package dfa_cli.conf.
@@ -27,7 +27,7 @@ _SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_PATH = str(_SOURCE_CONF) if (_SOURCE_CONF / "config.yaml").is_file() else "pkg://dfa_cli.conf"
 
 INITS = ("paper", "uniform", "zero")
-MODEL_KINDS = ("fc", "conv", "custom")   # custom: a model you write (dfa_cli.custom)
+MODEL_KINDS = ("fc", "conv", "custom")   # custom: a model you write (dfa_cli.feedback.custom)
 
 
 def _is_int(v) -> bool:
@@ -148,7 +148,7 @@ def validate(cfg: DictConfig) -> None:
     logger.check(cfg.get("logger"))
     seeds = resolve_seeds(cfg)
     if kind == "custom":
-        from .custom import check   # (imports the user's model: only for model=custom)
+        from .feedback.custom import check   # (imports the user's model: only for model=custom)
         check(cfg, seeds)
 
 

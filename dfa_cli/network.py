@@ -1,5 +1,5 @@
-"""Networks from config: the fully connected nets (:mod:`dfa_cli.models`), the conv net
-(:mod:`dfa_cli.conv`) or a model of your own (:mod:`dfa_cli.custom`), as ``cfg.model``,
+"""Networks from config: the fully connected nets (:mod:`dfa_cli.nets.fc`), the conv net
+(:mod:`dfa_cli.nets.conv`) or a model of your own (:mod:`dfa_cli.feedback.custom`), as ``cfg.model``,
 ``cfg.method``, ``cfg.init`` and ``cfg.dropout`` describe."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Sequence
 
 from torch import nn
 
-from .conv import ConvNet
-from .custom import build as build_custom
-from .models import FCNet
+from .nets.conv import ConvNet
+from .feedback.custom import build as build_custom
+from .nets.fc import FCNet
 
 def hidden_sizes(model_cfg) -> list[int]:
     """``model.hidden`` when given, else ``model.depth`` layers of ``model.width``.
@@ -20,7 +20,7 @@ def hidden_sizes(model_cfg) -> list[int]:
     if model_cfg.get("kind") == "conv":
         return [int(c) for c in model_cfg.channels] + [int(n) for n in model_cfg.fc]
     if model_cfg.get("kind") == "custom":
-        return []   # its feedback points' sizes are known once it is built (dfa_cli.custom.describe)
+        return []   # its feedback points' sizes are known once it is built (dfa_cli.feedback.custom.describe)
     if model_cfg.get("hidden"):
         return list(model_cfg.hidden)
     return [model_cfg.width] * model_cfg.depth

@@ -14,20 +14,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint as ckpt
+from .runs import checkpoint as ckpt
 from . import cli
-from . import custom, logger
+from .feedback import custom
+from .runs import logger
 from .config import CONFIG_PATH, resolve_device, resolve_seeds, validate
-from .data import load_dataset, preprocess
-from .diagnostics import trainer_options
-from .engine import Trainer
-from .fast import supported as fast_step_supported
-from .errors import UserError
+from .data.datasets import load_dataset, preprocess
+from .training.diagnostics import trainer_options
+from .training.engine import Trainer
+from .training.fast import supported as fast_step_supported
+from .runs.errors import UserError
 from .network import build_model, hidden_sizes
-from .optim import build_optimizer, use_fused
-from .records import METRICS, SUMMARY, RunRecord, environment, replica_dirs
-from .schedule import LRSchedule
-from .signals import Interrupted
+from .training.optim import build_optimizer, use_fused
+from .runs.records import METRICS, SUMMARY, RunRecord, environment, replica_dirs
+from .training.schedule import LRSchedule
+from .runs.signals import Interrupted
 
 log = logging.getLogger("dfa_cli")
 
@@ -87,7 +88,7 @@ def sweep_threads(hydra_cfg) -> int | None:
 
 
 def use_fast_step(setting, model, device: torch.device) -> bool:
-    """``trainer.fast_step``: the hand-written step of :mod:`dfa_cli.fast` (auto: on the CPU)."""
+    """``trainer.fast_step``: the hand-written step of :mod:`dfa_cli.training.fast` (auto: on the CPU)."""
     if setting is True and not fast_step_supported(model):
         raise UserError("trainer.fast_step=true needs a fully connected model (model.kind=fc) trained "
                         "with method=bp, fa or dfa; use trainer.fast_step=auto or false here.")

@@ -14,7 +14,7 @@ both ends. Rows:
   ``h W`` per layer, weight gradients ``hᵀδ``, and for DFA the one ``e B`` (BP: the input gradients
   ``δ Wᵀ`` of every layer but the first). Nothing a real step could skip; the yardstick.
 - **dfa-cli**: the engine as ``dfa-run`` runs it on this device (on the CPU: the hand-written step
-  of dfa_cli/fast.py and the fused RMSprop of dfa_cli/optim.py), the paper's RMSprop.
+  of dfa_cli/training/fast.py and the fused RMSprop of dfa_cli/training/optim.py), the paper's RMSprop.
 - **usual PyTorch loop** (``--usual``): nn.Sequential + DataLoader + RMSprop, BP.
 - **stacked** (``--stack N``): N seeds trained at once, per model.
 - **feedback API** (``--custom module:Model``, with ``--custom-kwargs '{"width": 256}'``): a model of
@@ -45,13 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from dfa_cli import custom  # noqa: E402
-from dfa_cli.data import Dataset, load_dataset  # noqa: E402
-from dfa_cli.engine import Trainer  # noqa: E402
-from dfa_cli.fast import supported  # noqa: E402
-from dfa_cli.models import FCNet  # noqa: E402
-from dfa_cli.optim import FusedRMSprop  # noqa: E402
-from dfa_cli.records import RunRecord, device_name  # noqa: E402
+from dfa_cli.feedback import custom  # noqa: E402
+from dfa_cli.data.datasets import Dataset, load_dataset  # noqa: E402
+from dfa_cli.training.engine import Trainer  # noqa: E402
+from dfa_cli.training.fast import supported  # noqa: E402
+from dfa_cli.nets.fc import FCNet  # noqa: E402
+from dfa_cli.training.optim import FusedRMSprop  # noqa: E402
+from dfa_cli.runs.records import RunRecord, device_name  # noqa: E402
 
 MODELS = {"fc800x1": [800], "fc800x2": [800] * 2, "fc800x3": [800] * 3, "fc240x7": [240] * 7,
           "fc240x100": [240] * 100}

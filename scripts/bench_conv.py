@@ -33,11 +33,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dfa_cli.conv import ConvNet  # noqa: E402
-from dfa_cli.data import Dataset  # noqa: E402
-from dfa_cli.engine import Trainer  # noqa: E402
-from dfa_cli.optim import FusedRMSprop  # noqa: E402
-from dfa_cli.records import RunRecord, device_name  # noqa: E402
+from dfa_cli.nets.conv import ConvNet  # noqa: E402
+from dfa_cli.data.datasets import Dataset  # noqa: E402
+from dfa_cli.training.engine import Trainer  # noqa: E402
+from dfa_cli.training.optim import FusedRMSprop  # noqa: E402
+from dfa_cli.runs.records import RunRecord, device_name  # noqa: E402
 
 EPOCH, BATCH, SHAPE, N_OUT = 50_000, 64, (3, 32, 32), 10
 

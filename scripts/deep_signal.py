@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dfa_cli.data import load_dataset  # noqa: E402
-from dfa_cli.diagnostics import signal_reach  # noqa: E402
-from dfa_cli.errors import UserError  # noqa: E402
-from dfa_cli.models import FCNet  # noqa: E402
+from dfa_cli.data.datasets import load_dataset  # noqa: E402
+from dfa_cli.training.diagnostics import signal_reach  # noqa: E402
+from dfa_cli.runs.errors import UserError  # noqa: E402
+from dfa_cli.nets.fc import FCNet  # noqa: E402
 
 
 def reach_table(methods, depth: int, width: int, activation: str, seed: int, layers, x, y) -> list[str]:

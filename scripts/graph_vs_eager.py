@@ -39,10 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from dfa_cli import engine, graph  # noqa: E402
+from dfa_cli.training import engine
+from dfa_cli.training import graph  # noqa: E402
 from dfa_cli.config import CONFIG_PATH  # noqa: E402
 from dfa_cli.run import train  # noqa: E402
-from dfa_cli.signals import Interrupted  # noqa: E402
+from dfa_cli.runs.signals import Interrupted  # noqa: E402
 
 N_TRAIN, N_TEST, EPOCHS, STEP_EPOCHS, LR = 288, 128, 5, 2, 1e-3
 INTERRUPT_AT = 4 + 1     # full steps counted over the run: epoch 2, after its first step

@@ -15,7 +15,7 @@ Finished records land in ``results/paper/<data>/<row>_<method>_s<seed>/`` (``dfa
 results/paper`` makes the tables); working state (checkpoints, unfinished runs, logs) lives in
 ``--state`` (default ``$DFA_CAMPAIGN_DIR``, else ``~/.cache/dfa-cli/campaign``), outside the work
 tree. Stop it with Ctrl-C or SIGTERM: every job checkpoints; rerun to resume. The order (phases)
-is in dfa_cli/plans.py. A dropout row's jobs wait until its preset names the schedule that its
+is in dfa_cli/campaign/plans.py. A dropout row's jobs wait until its preset names the schedule that its
 validation search chose (the paper: "learning rate with decay and training time chosen based on a
 validation set"); ``--summary`` prints that choice. ``--until`` is for a machine lent for a few
 hours whose state dies with it: a job starts only if the records of its cell (or the plan's
@@ -35,8 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dfa_cli.campaign import Campaign, default_state_dir  # noqa: E402
-from dfa_cli.plans import PLANS, SEARCHES, campaign_jobs  # noqa: E402
+from dfa_cli.campaign.runner import Campaign, default_state_dir  # noqa: E402
+from dfa_cli.campaign.plans import PLANS, SEARCHES, campaign_jobs  # noqa: E402
 
 RECORDS = REPO / "results" / "paper"
 CHOICES = ("all", *PLANS, "figures", "experiments", "summed-step", "rules", *SEARCHES)

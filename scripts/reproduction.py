@@ -39,8 +39,8 @@ from dfa_cli.report.build import Options, build_report, table_markdown  # noqa: 
 from dfa_cli.report.collect import collect  # noqa: E402
 from dfa_cli.report.plateau import curve_facts, mean_std, noise_markdown, plateau_markdown  # noqa: E402
 from dfa_cli.report import rules as every_rule  # noqa: E402
-from dfa_cli.campaign import preset_sets  # noqa: E402
-from dfa_cli.plans import (DROPOUT_SEARCH, METHOD_DROPOUT_SEARCHES, PRESETS, SEARCHES,  # noqa: E402
+from dfa_cli.campaign.runner import preset_sets  # noqa: E402
+from dfa_cli.campaign.plans import (DROPOUT_SEARCH, METHOD_DROPOUT_SEARCHES, PRESETS, SEARCHES,  # noqa: E402
                            SUMMED_STEP_CELLS)
 from dfa_cli.report.spec import TABLES  # noqa: E402
 
@@ -49,8 +49,8 @@ REPRODUCTION_PAGE = REPO / "docs" / "reproduction.md"
 DIFFERENCES_PAGE = REPO / "docs" / "differences.md"
 RECORDS = REPO / "results" / "paper"
 FIGURES = REPO / "docs" / "reproduction"
-FIGURE_RUNS = "mnist-figures"   # the t-SNE and alignment runs (dfa_cli.plans.figure_jobs)
-# the experiments behind the ⚑ cells (dfa_cli.plans.experiment_jobs): their alignment runs' figures
+FIGURE_RUNS = "mnist-figures"   # the t-SNE and alignment runs (dfa_cli.campaign.plans.figure_jobs)
+# the experiments behind the ⚑ cells (dfa_cli.campaign.plans.experiment_jobs): their alignment runs' figures
 # are kept under this prefix, for docs/differences.md
 EXPERIMENT_RUNS, EXPERIMENT_PREFIX = ("mnist-experiments", "cifar10-experiments"), "experiments_"
 
@@ -73,7 +73,7 @@ class Table(NamedTuple):
 
     @property
     def search(self) -> str:
-        """Its dropout row's validation search (dfa_cli.plans.SEARCHES), whose choice the row runs."""
+        """Its dropout row's validation search (dfa_cli.campaign.plans.SEARCHES), whose choice the row runs."""
         return DROPOUT_SEARCH[f"table{self.number}"]
 
     @property
@@ -91,7 +91,7 @@ TABLES_SHOWN = (TABLE1, TABLE2)
 FULL_SIZE_LAST_BATCH = "full-size-last-batch"
 TABLE2_FULL_SIZE = Table("cifar10", 2, "#table-2-on-a-cpu", reduction="mean", under=FULL_SIZE_LAST_BATCH)
 FULL_SIZE_PREFIX = "full-size-last-batch_"   # its figures' names under docs/reproduction/
-SUMMED_STEP = "mnist-summed-step"   # Table 1's four-cell measurement (dfa_cli.plans.summed_step_jobs)
+SUMMED_STEP = "mnist-summed-step"   # Table 1's four-cell measurement (dfa_cli.campaign.plans.summed_step_jobs)
 # the every-rule table's records: its own, and the cells Table 1's measurement and Table 2 run for it
 RULE_FOLDERS = ("rules", SUMMED_STEP, "cifar10")
 BIOTORCH = ("jsalbert/biotorch", "74fad0dd32529e754e4bba8298d4e0fd0a06a886")   # Benchmarks.md, LeNet on MNIST

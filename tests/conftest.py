@@ -15,6 +15,9 @@ from hydra import compose, initialize_config_dir
 import dfa_cli.run as run_module
 
 REPO = Path(__file__).resolve().parent.parent
+# The tests mirror the package's rooms (tests/<room>/); a test may use another room's helpers
+# (test_fast uses test_rules' hand computation), so every room's folder is importable.
+sys.path[1:1] = [str(d) for d in sorted(Path(__file__).parent.iterdir()) if d.is_dir() and d.name != "__pycache__"]
 
 
 def load_script(name: str):

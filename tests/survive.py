@@ -92,7 +92,7 @@ def wait_for_epochs(proc: subprocess.Popen, run_dir: Path, n: int = 1, timeout: 
 
 def signal_at_step(monkeypatch, n: int, signum=signal.SIGTERM) -> None:
     """Deliver ``signum`` to this process right after the n-th training step (counted over runs)."""
-    from dfa_cli import engine
+    from dfa_cli.training import engine
     original, count = engine.Trainer._train_step, {"steps": 0}
 
     def step(self, idx):

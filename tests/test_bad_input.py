@@ -15,10 +15,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import CompactHydraException
 
-from dfa_cli import checkpoint as ckpt
+from dfa_cli.runs import checkpoint as ckpt
 from dfa_cli.config import resolve_device, validate
-from dfa_cli.errors import UserError
-from dfa_cli.records import METRICS, SUMMARY
+from dfa_cli.runs.errors import UserError
+from dfa_cli.runs.records import METRICS, SUMMARY
 from dfa_cli.cli import hydra_sentence
 from dfa_cli.run import CONFIG_PATH, train
 
@@ -227,7 +227,7 @@ def test_a_full_disk_on_the_command_line_is_one_line_and_keeps_the_records(fake_
 ])
 def test_a_subset_larger_than_its_set_is_one_sentence(tmp_path, setting, split, words):
     from conftest import write_fake_mnist
-    from dfa_cli.data import load_dataset
+    from dfa_cli.data.datasets import load_dataset
     root = write_fake_mnist(tmp_path, n_train=256 if split == "test" else 10_050)
     with pytest.raises(UserError) as err:
         load_dataset("mnist", root, download=False, split=split, **setting)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from dfa_cli import checkpoint as ckpt
-from dfa_cli.records import METRICS
+from dfa_cli.runs import checkpoint as ckpt
+from dfa_cli.runs.records import METRICS
 from dfa_cli.run import CONFIG_PATH, gpu_for_job
 
 from conftest import run_cli

@@ -9,14 +9,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dfa_cli import data as data_module
-from dfa_cli import engine
-from dfa_cli.errors import UserError
-from dfa_cli.conv import ConvNet
-from dfa_cli.models import FCNet
-from dfa_cli.records import SUMMARY
+from dfa_cli.data import datasets as data_module
+from dfa_cli.training import engine
+from dfa_cli.runs.errors import UserError
+from dfa_cli.nets.conv import ConvNet
+from dfa_cli.nets.fc import FCNet
+from dfa_cli.runs.records import SUMMARY
 from dfa_cli.run import sweep_threads, train
-from dfa_cli.schedule import LRSchedule
+from dfa_cli.training.schedule import LRSchedule
 
 from test_engine import quick, read_metrics
 

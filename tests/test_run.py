@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from dfa_cli.config import validate
-from dfa_cli.errors import UserError
+from dfa_cli.runs.errors import UserError
 from dfa_cli.run import CONFIG_PATH, seed_tag
 
 from conftest import compose_config, run_cli

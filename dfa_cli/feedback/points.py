@@ -13,7 +13,7 @@ grad enabled):
 
 ``B_i`` is ``n_out × n_i``, dense over the point's whole feature map (``n_i`` its elements per
 example: C·H·W for a conv map, T·C for tokens × channels), drawn U(±1/√n_i) like the built-in nets'
-(:func:`dfa_cli.rules.dfa_feedback`), always in float32 from the output's seed, then cast. It is drawn
+(:func:`dfa_cli.nets.rules.dfa_feedback`), always in float32 from the output's seed, then cast. It is drawn
 at the first forward pass, when the shapes are known, or taken from a ``state_dict``.
 
 A forward pass is one sequence of point calls closed by the output: each call of the output takes
@@ -27,7 +27,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..rules import FEEDBACK_KINDS, dfa_feedback
+from ..nets.rules import FEEDBACK_KINDS, dfa_feedback
 
 CUT_RULES = ("dfa", "shallow", "drtp")   # the rules whose blocks read detached inputs
 
@@ -82,7 +82,7 @@ class Output(nn.Module):
 
     ``seed``: where the feedback matrices are drawn from (default: drawn from torch's global
     generator when the output is built, so ``torch.manual_seed`` makes them reproducible).
-    ``feedback``/``density``: how they are drawn (:func:`dfa_cli.rules.feedback_block`).
+    ``feedback``/``density``: how they are drawn (:func:`dfa_cli.nets.rules.feedback_block`).
     The rule is set for the whole model with :func:`dfa_cli.feedback.set_rule` (default ``dfa``).
     """
 

@@ -3,7 +3,7 @@ tables and the paper's protocol (DESIGN §2 and §5).
 
 Nothing here imports torch or the training code: the report reads files only. The one rule it
 shares with the training code, the paper's initial condition, is restated in :func:`paper_init`
-(a test checks that it agrees with ``dfa_cli.models.resolve_init``).
+(a test checks that it agrees with ``dfa_cli.nets.fc.resolve_init``).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-# ---- the record contract (dfa_cli.records imports torch, so it is not imported here) ----------
+# ---- the record contract (dfa_cli.runs.records imports torch, so it is not imported here) ----------
 SUMMARY, METRICS, HYDRA_DIR, FEATURES = "summary.json", "metrics.jsonl", ".hydra", "features.npz"
 
 PAPER_METHODS = ("bp", "fa", "dfa")
@@ -29,7 +29,7 @@ def method_label(method: str) -> str:
 STOP_REASONS = ("converged", "max_epochs", "diverged", "lr_halvings")
 SCHEDULES = ("constant", "step", "auto")
 SPLITS = ("test", "validation")
-# How a run's batch made one step (dfa_cli.losses): the author's summed error, or the batch mean that
+# How a run's batch made one step (dfa_cli.training.losses): the author's summed error, or the batch mean that
 # every record made before summary.json said (2026-12-07). The two never share a cell.
 REDUCTIONS = ("sum", "mean")
 PROTOCOL_REDUCTION, REDUCTION_BEFORE_THE_KEY = "sum", "mean"
@@ -78,7 +78,7 @@ PRESET_ROWS = {("mnist", "fc800x2", "tanh", "dropout"): "table1/fc800x2_tanh_dro
 
 
 def paper_init(method: str, activation: str, model: str) -> str:
-    """The resolved start the paper's rule gives (``init=paper``; see dfa_cli.models.resolve_init)."""
+    """The resolved start the paper's rule gives (``init=paper``; see dfa_cli.nets.fc.resolve_init)."""
     if activation not in ("tanh", "logistic") or method not in ("fa", "dfa"):
         return "uniform"
     return "zero_above_first" if method == "fa" and model != "conv" else "zero"

@@ -1,0 +1,1 @@
+"""The data sets: torchvision's files on disk → device-resident tensors, scaled or whitened."""
