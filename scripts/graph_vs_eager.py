@@ -39,8 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from dfa_cli.training import engine
-from dfa_cli.training import graph  # noqa: E402
+from dfa_cli.training import engine, graph  # noqa: E402
 from dfa_cli.config import CONFIG_PATH  # noqa: E402
 from dfa_cli.run import train  # noqa: E402
 from dfa_cli.runs.signals import Interrupted  # noqa: E402
