@@ -186,7 +186,7 @@ def build(cfg, seed: int) -> CustomNet:
         if cfg.method.get("density", 1.0) != 1:
             output.density = cfg.method.density
     if output is not None:
-        output.reduction = cfg.loss.get("reduction", "mean")
+        output.reduction = (cfg.get("loss") or {}).get("reduction", "mean")   # (a bare config: the mean)
     net = CustomNet(module, input_shape, rule)
     _try_one_step(net, cfg, n_classes)
     return net
