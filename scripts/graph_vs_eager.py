@@ -32,13 +32,14 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]   # (the tests' fake MNIST, conftest.write_fake_mnist)
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+from conftest import write_fake_mnist  # noqa: E402
 from dfa_cli.training import engine, graph  # noqa: E402
 from dfa_cli.config import CONFIG_PATH  # noqa: E402
 from dfa_cli.run import train  # noqa: E402
@@ -56,22 +57,6 @@ CASES = {**{rule: [*FC, f"method={rule}"] for rule in ("bp", "fa", "dfa", "ifa",
          "conv-dfa": [*CONV, "method=dfa"]}
 LOSS_TOL, PARAM_TOL = 1e-4, 1e-4   # float rounding, after 5 epochs of a small net
 METRIC_KEYS = ("train_loss", "train_error", "test_loss", "test_error")
-
-
-def write_fake_mnist(root: Path) -> Path:
-    """A learnable stand-in for MNIST (as tests/conftest.py makes it): each class lights its own rows."""
-    rng = np.random.default_rng(0)
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for prefix, n in (("train", N_TRAIN), ("t10k", N_TEST)):
-        labels = rng.integers(0, 10, n)
-        images = rng.integers(0, 60, (n, 28, 28))
-        for i, label in enumerate(labels):
-            images[i, 2 * label:2 * label + 4, 4:24] = 255
-        for name, array in ((f"{prefix}-images-idx3-ubyte", images), (f"{prefix}-labels-idx1-ubyte", labels)):
-            header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-            (raw / name).write_bytes(header + array.astype(np.uint8).tobytes())
-    return root
 
 
 class Probe:
@@ -170,7 +155,7 @@ def main() -> int:
     probe, results, failed = Probe(), [], False
     expected_lrs = [LR * 0.5 ** ((e - 1) // STEP_EPOCHS) for e in range(1, EPOCHS + 1)]
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_fake_mnist(Path(tmp) / "data")
+        root = write_fake_mnist(Path(tmp) / "data", n_train=N_TRAIN, n_test=N_TEST)
         print(f"{'case':<10} {'dropout':>7}  {'check':<16} {'max|Δloss|':>10} {'max|Δerr|':>9} "
               f"{'max|Δparam|':>11} {'captures':>8} {'replays':>7}  ok")
         for name in args.cases.split(","):

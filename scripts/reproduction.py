@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from dfa_cli.report.build import Options, build_report, table_markdown  # noqa: E402
 from dfa_cli.report.collect import collect  # noqa: E402
-from dfa_cli.report.plateau import curve_facts, mean_std, noise_markdown, plateau_markdown  # noqa: E402
+from dfa_cli.report.plateau import curve_facts, noise_markdown, plateau_markdown  # noqa: E402
 from dfa_cli.report import rules as every_rule  # noqa: E402
 from dfa_cli.campaign.runner import preset_sets  # noqa: E402
 from dfa_cli.campaign.plans import (DROPOUT_SEARCH, METHOD_DROPOUT_SEARCHES, PRESETS, SEARCHES,  # noqa: E402
@@ -346,14 +346,13 @@ def summed_step_block(records: Path, figure_files: list[Path], page: Path) -> st
             lines.append(f"| {name}, {method.upper()} | {shown_old} | not run yet | | | |")
             verdicts.append(None)
             continue
-        values = [curve_facts(Path(p)).last for p in new.paths]
-        mean, std = mean_std(values)
-        diff, tolerance = mean - old.ours_mean, max(2 * old.ours_std, 0.05)
+        n = int(new.n)
+        diff, tolerance = new.ours_mean - old.ours_mean, max(2 * old.ours_std, 0.05)
         within = abs(diff) <= tolerance
-        verdicts.append(within if len(values) >= 3 else None)
-        shown_new = f"{mean:.2f}" + ("" if len(values) < 2 else f" ± {std:.2f}") + f" (n={len(values)})"
+        verdicts.append(within if n >= 3 else None)
+        shown_new = f"{new.ours_mean:.2f}" + ("" if n < 2 else f" ± {new.ours_std:.2f}") + f" (n={n})"
         lines.append(f"| {name}, {method.upper()} | {shown_old} | {shown_new} | {diff:+.2f} | {tolerance:.2f} | "
-                     f"{'yes' if within else 'no'}{'' if len(values) >= 3 else ' (so far)'} |")
+                     f"{'yes' if within else 'no'}{'' if n >= 3 else ' (so far)'} |")
     if all(v is True for v in verdicts):
         verdict = "Every cell is within its tolerance on three seeds: the committed Table 1 stands."
     elif any(v is False for v in verdicts):

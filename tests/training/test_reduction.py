@@ -43,12 +43,15 @@ def _net(method: str) -> FCNet:
     return FCNet(SIZES, "tanh", method, [SEED], init="uniform", reduction="sum").double()
 
 
+def _rmsprop(net, eps: float = EPS):
+    return build_optimizer(net.parameters(), OmegaConf.create(
+        {"name": "rmsprop", "lr": LR, "alpha": ALPHA, "eps": eps, "momentum": 0.0}))
+
+
 def _trained(method: str, reduction: str, fast: bool, n: int = N):
     net, data = _net(method), _data(n)
     net.reduction = reduction
-    cfg = OmegaConf.create({"name": "rmsprop", "lr": LR, "alpha": ALPHA, "eps": EPS, "momentum": 0.0})
-    opt = build_optimizer(net.parameters(), cfg)
-    trainer = Trainer(net, opt, data, [_Nowhere()], [SEED], loss="bce", reduction=reduction,
+    trainer = Trainer(net, _rmsprop(net), data, [_Nowhere()], [SEED], loss="bce", reduction=reduction,
                       batch_size=BATCH, max_epochs=1, progress=False, checkpoint_every=0, fast_step=fast)
     trainer._train_epoch(1)
     return [p.detach().clone() for p in net.parameters()]
@@ -116,8 +119,7 @@ def test_an_epoch_ending_on_a_partial_batch_takes_the_steps_written_out(method, 
 def _two_steps(method: str, reduction: str, eps: float):
     """The parameters' moves in a batch of 64, then in the batch of the remaining 16."""
     net, data = _net(method), _data()
-    cfg = OmegaConf.create({"name": "rmsprop", "lr": LR, "alpha": ALPHA, "eps": eps, "momentum": 0.0})
-    trainer = Trainer(net, build_optimizer(net.parameters(), cfg), data, [_Nowhere()], [SEED],
+    trainer = Trainer(net, _rmsprop(net, eps), data, [_Nowhere()], [SEED],
                       reduction=reduction, batch_size=BATCH, progress=False, checkpoint_every=0, fast_step=True)
     order = torch.randperm(N, generator=torch.Generator().manual_seed(0)).unsqueeze(0)
     snapshots = [torch.cat([p.detach().flatten() for p in net.parameters()])]
@@ -148,8 +150,7 @@ def test_the_reported_loss_is_per_example_either_way():
     losses = {}
     for reduction in ("sum", "mean"):
         net, data = _net("dfa"), _data()
-        cfg = OmegaConf.create({"name": "rmsprop", "lr": LR, "alpha": ALPHA, "eps": EPS, "momentum": 0.0})
-        trainer = Trainer(net, build_optimizer(net.parameters(), cfg), data, [_Nowhere()], [SEED],
+        trainer = Trainer(net, _rmsprop(net), data, [_Nowhere()], [SEED],
                           reduction=reduction, batch_size=N, max_epochs=1, progress=False, checkpoint_every=0)
         losses[reduction] = trainer._train_epoch(1)[0, 0].item()   # one batch: the loss before any step
     assert losses["sum"] == pytest.approx(losses["mean"], rel=1e-12)
