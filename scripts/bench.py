@@ -240,7 +240,7 @@ def worker(args) -> None:
     print(train_pass + time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--models", default="fc800x1,fc800x2,fc800x3,fc240x7,fc240x100")
@@ -258,7 +258,7 @@ def main() -> None:
     p.add_argument("--custom-kwargs", default="{}", help="its keyword arguments, as JSON")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:

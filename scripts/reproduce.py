@@ -53,7 +53,7 @@ def _deadline(text: str) -> float:
     return at.timestamp()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("plans", nargs="+", choices=CHOICES, metavar="plan",
                    help=f"one or more of: {', '.join(CHOICES)} (all = table1 table2 figures experiments summed-step rules)")
@@ -71,7 +71,7 @@ def main() -> None:
                         "deadline with a checkpoint and resumed first next time (if this machine's state survives)")
     p.add_argument("--status", action="store_true", help="show the campaign's state and exit")
     p.add_argument("--summary", action="store_true", help="searches: the candidates' validation errors and the choice")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.carry_over and args.until is None:
         p.error("--carry-over needs --until HH:MM: without a deadline every job already runs to its end")
     everything = ("table1", "table2", "figures", "experiments", "summed-step", "rules")

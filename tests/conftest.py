@@ -1,6 +1,8 @@
 """Shared fixtures: composed configs, a tiny fake MNIST, the real data root when present, the CLI."""
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import os
 import subprocess
@@ -13,6 +15,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import dfa_cli.run as run_module
+
+# One torch thread per test process: the README's command runs two pytest workers on two cores, and
+# two threads each (torch's default here) only fight over them on nets this small. The processes
+# the tests start inherit it, unless the caller's environment says otherwise.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parent.parent
 # The tests mirror the package's rooms (tests/<room>/); a test may use another room's helpers
@@ -29,7 +37,13 @@ def load_script(name: str):
 
 
 def compose_config(*overrides: str):
-    """The config ``dfa-run <overrides>`` would run with (Hydra's own composition)."""
+    """The config ``dfa-run <overrides>`` would run with (Hydra's own composition), the caller's to change."""
+    return copy.deepcopy(_composed(overrides))
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(overrides: tuple[str, ...]):
+    """Composed once per list of overrides (~0.1 s each; the plan tests compose hundreds, many alike)."""
     with initialize_config_dir(config_dir=run_module.CONFIG_PATH, version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 

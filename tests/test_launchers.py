@@ -40,6 +40,7 @@ def complete_records(root: Path, epochs: int = 1) -> list[dict]:
     return found
 
 
+@pytest.mark.slow   # joblib's worker processes start and import torch (~30 s)
 @needs("hydra_joblib_launcher")
 def test_eight_parallel_jobs_into_one_root_give_eight_complete_records(fake_mnist, tmp_path):
     root = tmp_path / "res"
@@ -70,6 +71,7 @@ def submitit_task_pids(folder: Path, n: int, timeout: float = 60) -> list[int]:
     raise AssertionError("the submitit tasks did not start")
 
 
+@pytest.mark.slow   # submitit's tasks, one preempted and requeued (~50 s)
 @needs("hydra_submitit_launcher")
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the jobs' processes in /proc")
 def test_submitit_local_runs_a_two_job_sweep_and_a_preempted_job_requeues_and_resumes_by_itself(tmp_path):

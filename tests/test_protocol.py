@@ -147,6 +147,7 @@ def test_fp32_switches_off_tf32_for_matmuls_and_cudnn(fake_mnist, tmp_path, prec
 def test_threads_setting_and_the_joblib_default(fake_mnist, tmp_path, monkeypatch):
     before = torch.get_num_threads()
     try:
+        torch.set_num_threads(2)      # (the tests run with one; the setting must change it)
         assert train(quick(fake_mnist, "trainer.threads=1"), tmp_path)[0]["threads"] == 1
     finally:
         torch.set_num_threads(before)

@@ -15,7 +15,7 @@ import pytest
 
 from dfa_cli.campaign.runner import Campaign, Job, Running
 
-from conftest import REPO
+from conftest import REPO, load_script
 
 HERE = Path(__file__).resolve().parent   # (the runner scripts below import this module)
 
@@ -28,7 +28,8 @@ def tiny_jobs(root: Path, epochs: int = 3) -> list[Job]:
             Job("mnist/c_fa_s0-1", base + ["method=fa"], (0, 1), record_names=["mnist/c_fa_s0", "mnist/c_fa_s1"])]
 
 
-def test_campaign_runs_collects_records_and_skips_what_is_done(fake_mnist, tmp_path):
+def test_campaign_runs_collects_records_and_skips_what_is_done(fake_mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")    # (the tests' own one thread would hide the runner's)
     out = io.StringIO()
     records, state = tmp_path / "records", tmp_path / "state"
     assert Campaign(tiny_jobs(fake_mnist), records, state, out=out).run() == 0
@@ -46,6 +47,7 @@ def test_campaign_runs_collects_records_and_skips_what_is_done(fake_mnist, tmp_p
     assert [r["job"] for r in rows] == [f"mnist/{n}" for n in names] and {r["state"] for r in rows} == {"done"}
 
 
+@pytest.mark.slow   # the runner in a process of its own, SIGTERMed mid-epoch (~30 s)
 def test_a_stopped_campaign_resumes_its_runs_from_their_checkpoints(fake_mnist, tmp_path):
     """SIGTERM to the runner: every job checkpoints; the same command then finishes them."""
     records, state = tmp_path / "records", tmp_path / "state"
@@ -71,6 +73,7 @@ def test_a_stopped_campaign_resumes_its_runs_from_their_checkpoints(fake_mnist, 
     assert [json.loads(r)["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) > done_before > 0
 
 
+@pytest.mark.slow   # the runner in its own process, a job paused and restarted wider (~40 s)
 def test_a_job_left_running_alone_takes_the_freed_slots_threads(fake_mnist, tmp_path):
     """Two one-thread slots: when the short job ends and nothing is queued, the long one is paused
     with a checkpoint and resumed with two threads (a resumed run equals the uninterrupted one:
@@ -251,6 +254,7 @@ def test_carry_over_lets_one_slot_hold_a_job_longer_than_the_time_left(tmp_path)
     assert campaign()._pick([short, longer1, long1]) == 2             # begun before: resumed first
 
 
+@pytest.mark.slow   # two sessions of real job processes, paused at a deadline (~30 s)
 def test_a_carried_over_job_is_paused_at_the_deadline_and_resumed_next_time(fake_mnist, tmp_path):
     """The carried job checkpoints at the deadline while a job that fits runs beside it as usual;
     the next invocation resumes it first, its epochs continuing without a gap."""
@@ -305,15 +309,19 @@ def test_a_campaign_with_no_job_that_fits_its_deadline_starts_nothing(fake_mnist
     assert not (tmp_path / "state" / "runs").exists()
 
 
-def test_reproduce_refuses_a_deadline_that_is_not_a_time_of_day():
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce.py"), "all", "--until", "9pm",
-                           "--status"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "'9pm' is not a time of day as HH:MM" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def reproduce_refuses(capsys, *argv: str) -> str:
+    """scripts/reproduce.py run in this process on ``argv``: its exit code 2 checked, its stderr."""
+    with pytest.raises(SystemExit) as stop:
+        load_script("reproduce").main(list(argv))
+    assert stop.value.code == 2
+    return capsys.readouterr().err
 
 
-def test_reproduce_refuses_carry_over_without_a_deadline():
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce.py"), "all", "--carry-over",
-                           "--status"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "--carry-over needs --until HH:MM" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_reproduce_refuses_a_deadline_that_is_not_a_time_of_day(capsys):
+    err = reproduce_refuses(capsys, "all", "--until", "9pm", "--status")
+    assert "'9pm' is not a time of day as HH:MM" in err and "Traceback" not in err
+
+
+def test_reproduce_refuses_carry_over_without_a_deadline(capsys):
+    err = reproduce_refuses(capsys, "all", "--carry-over", "--status")
+    assert "--carry-over needs --until HH:MM" in err and "Traceback" not in err

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from dfa_cli.campaign import plans
 from dfa_cli.campaign.plans import SEARCHES, campaign_jobs, table1_jobs, table2_jobs
 
-from conftest import REPO, compose_config
+from conftest import REPO, compose_config, load_script
 
 DFA_SEARCH = SEARCHES["dropout-search"]
 OWN_SEARCHES = {m: SEARCHES[f"{m}-dropout-search"] for m in ("fa", "bp")}   # FA's and BP's own
@@ -187,16 +185,15 @@ def test_search_candidates_pin_the_protocol_defaults_whatever_the_preset_chose(k
     assert (fast.optim.lr, fast.trainer.lr_schedule, fast.trainer.lr_step_epochs) == (3e-4, "step", 100)
 
 
-def test_reproduce_status_and_summary_run_without_training(tmp_path):
-    cmd = [sys.executable, str(REPO / "scripts" / "reproduce.py")]
+def test_reproduce_status_and_summary_run_without_training(tmp_path, capsys):
+    reproduce = load_script("reproduce").main
     env_state = ["--state", str(tmp_path / "state"), "--records", str(tmp_path / "records")]
-    out = subprocess.run(cmd + ["all", "--status", "--seeds", "0", *env_state], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "cifar10/conv_tanh_dfa_s0" in out.stdout and "mnist-figures/" in out.stdout
-    assert "0/" in out.stdout.splitlines()[-1]
-    out = subprocess.run(cmd + ["table2", "--summary", *env_state], capture_output=True, text=True, timeout=120)
-    summary = json.loads(out.stdout)
+    reproduce(["all", "--status", "--seeds", "0", *env_state])
+    out = capsys.readouterr().out
+    assert "cifar10/conv_tanh_dfa_s0" in out and "mnist-figures/" in out
+    assert "0/" in out.splitlines()[-1]
+    reproduce(["table2", "--summary", *env_state])
+    summary = json.loads(capsys.readouterr().out)
     assert list(summary) == ["cifar10-dropout-search", "cifar10-fa-dropout-search"]
     assert all(summary[name]["choice"] is None for name in summary)
 
@@ -288,7 +285,6 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
 
 def test_a_second_search_says_whether_it_chose_what_its_row_runs(tmp_path):
     """FA's own search of a dropout row is set against DFA's, whose choice the row runs."""
-    from conftest import load_script
     search_table = load_script("reproduction").search_table
     row, fa = SEARCHES["cifar10-dropout-search"], SEARCHES["cifar10-fa-dropout-search"]
     for name in fa.candidates:

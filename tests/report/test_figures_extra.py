@@ -2,9 +2,6 @@
 ``dfa-report --out``; the features file they are drawn from; the t-SNE preset end to end."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -18,7 +15,7 @@ from dfa_cli.nets.fc import FCNet
 from dfa_cli.runs.records import RunRecord
 from dfa_cli.run import train
 
-from conftest import REPO, compose_config, run_cli, write_fake_mnist
+from conftest import compose_config, run_cli, write_fake_mnist
 from test_report import PNG_SIGNATURE, PROTOCOL_SUMMARY, hydra_config
 
 
@@ -171,8 +168,6 @@ def test_the_tsne_preset_end_to_end(tmp_path):
                   "data.download=false", f"results_dir={results}", "trainer.progress=false")
     assert run.returncode == 0, run.stderr[-2000:]
     assert sorted(p.parent.name.split("_")[-2] for p in results.rglob(FEATURES)) == ["bp", "dfa"]
-    rep = subprocess.run([sys.executable, "-m", "dfa_cli.report", str(results), "--out", str(tmp_path / "out"),
-                          "--tsne-points", "30"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert rep.returncode == 0, rep.stderr[-2000:]
+    report.main([str(results), "--out", str(tmp_path / "out"), "--tsne-points", "30"])
     tsne = [p for p in (tmp_path / "out" / "figures").glob("*tsne*.png")]
     assert len(tsne) == 1 and tsne[0].read_bytes()[:8] == PNG_SIGNATURE

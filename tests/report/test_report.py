@@ -5,6 +5,7 @@ hand-edited fixture. The numbers a test checks are computed by hand in the test.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -358,9 +359,17 @@ def test_incomplete_and_corrupt_runs_are_listed_and_the_report_goes_on(tmp_path,
     assert "4 incomplete or unreadable run(s)" in err
 
 
-def run_cli(*args, cwd=REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dfa_cli.report", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """``dfa-report args`` as its entry point runs it (report.main), in this process: exit code, stdout, stderr."""
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            report.main([str(a) for a in args])
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            if isinstance(stop.code, str):
+                err.write(stop.code + "\n")
+    return subprocess.CompletedProcess(["dfa-report", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "file", "unwritable_out"])

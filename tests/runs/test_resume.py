@@ -115,6 +115,7 @@ def test_a_kill_between_metrics_and_checkpoint_loses_only_that_epoch(fake_mnist,
     assert records(tmp_path / "run") == records(tmp_path / "ref")
 
 
+@pytest.mark.slow   # a real process, killed twice and started three times (~30 s)
 def test_a_real_run_stopped_by_sigterm_then_sigkill_resumes_to_the_uninterrupted_records(tmp_path):
     data = long_mnist(tmp_path / "data")
     run_dir = tmp_path / "res" / "run"

@@ -4,8 +4,6 @@ never asserted here."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,7 +15,7 @@ from dfa_cli.nets.fc import FCNet
 from dfa_cli.runs.records import RunRecord
 from dfa_cli.run import train
 
-from conftest import REPO, compose_config, count_host_reads
+from conftest import compose_config, count_host_reads, load_script
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -86,15 +84,13 @@ def test_graph_replays_survive_a_stacked_seed_stopping(fake_mnist, tmp_path, mon
     assert_same_runs([stacked[0], stacked[2]], alone)
 
 
-def test_benchmark_script_runs_and_writes_json(tmp_path):
+def test_benchmark_script_runs_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--device", "cpu",
-                           "--models", "fc240x7", "--methods", "dfa", "--train-size", "256", "--repeats", "1",
-                           "--stack", "2", "--usual", "--json", str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    load_script("bench").main(["--device", "cpu", "--models", "fc240x7", "--methods", "dfa", "--train-size", "256",
+                               "--repeats", "1", "--stack", "2", "--usual", "--json", str(out)])
     rows = json.loads(out.read_text())["rows"]
     variants = {(r["method"], r["variant"]) for r in rows}
     assert {("dfa", "GEMM floor"), ("dfa", "dfa-cli"), ("bp", "usual PyTorch loop")} <= variants
     assert all(r["s_per_epoch"] > 0 and (r["vs_floor"] or 1) > 0 for r in rows)
     assert next(r for r in rows if r["variant"] == "GEMM floor")["vs_floor"] == 1.0
-    assert "× floor" in proc.stdout
+    assert "× floor" in capsys.readouterr().out
