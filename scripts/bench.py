@@ -265,8 +265,9 @@ def main(argv: list[str] | None = None) -> None:
         return worker(args)
     device = torch.device(args.device)
     data = bench_data(args.train_size, args.data_root, device)
-    tmp = Path(tempfile.mkdtemp(prefix="dfa-bench-"))
-    rows = measure_custom(args, data, device, tmp) if args.custom else measure(args, data, device, tmp)
+    with tempfile.TemporaryDirectory(prefix="dfa-bench-") as tmp:   # the trainers' throwaway records
+        measure_rows = measure_custom if args.custom else measure
+        rows = measure_rows(args, data, device, Path(tmp))
     info = {"device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "data": data.name, "train_size": args.train_size,
             "repeats": args.repeats, "rows": rows}
