@@ -13,11 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from dfa_cli.campaign import runner as campaign_runner
 from dfa_cli.campaign.runner import Campaign, Job, Running
 
 from conftest import REPO, load_script
 
 HERE = Path(__file__).resolve().parent   # (the runner scripts below import this module)
+
+
+@pytest.fixture(autouse=True)
+def quick_polls(monkeypatch):
+    """The runner looks at its jobs every 0.2 s instead of 2 (tiny jobs end within a poll or two)."""
+    monkeypatch.setattr(campaign_runner, "POLL_SECONDS", 0.2)
 
 
 def tiny_jobs(root: Path, epochs: int = 3) -> list[Job]:
