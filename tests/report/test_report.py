@@ -397,7 +397,9 @@ def test_reads_files_only_and_help_is_light(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "[]"
     code = "import sys; from dfa_cli import report; print(sorted(m for m in ('pandas', 'rich', 'matplotlib') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True).stdout.strip() == "[]"
-    assert "dfa-report" in run_cli("--help").stdout
+    module = subprocess.run([sys.executable, "-m", "dfa_cli.report", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)   # ``python -m dfa_cli.report``, a process of its own
+    assert module.returncode == 0 and "dfa-report" in module.stdout
 
 
 # ---- --out --------------------------------------------------------------------------------
