@@ -96,10 +96,14 @@ class Protocol:
     source: str = ""                      # where a row's own protocol comes from (its preset)
 
 
-@lru_cache(maxsize=None)   # once per report (reread_presets): resolve() costs a system call per path part
 def conf_dir():
     """The Hydra configs: ``conf/`` of a source checkout, else the installed ``dfa_cli.conf``
     (as dfa_cli.config finds them, without importing it: it imports torch)."""
+    return _found_conf_dir()
+
+
+@lru_cache(maxsize=None)
+def _found_conf_dir():   # once per report (reread_presets): resolve() costs a system call per path part
     source = Path(__file__).resolve().parents[2] / "conf"
     if (source / "config.yaml").is_file():
         return source
@@ -164,7 +168,7 @@ def row_protocol(data: str, model: str, activation: str, variant: str) -> Protoc
 def reread_presets() -> None:
     """Read the presets afresh (once per report: they change when a validation search ends)."""
     _row_protocol.cache_clear()
-    conf_dir.cache_clear()
+    _found_conf_dir.cache_clear()
 
 
 # ---- the paper's values ------------------------------------------------------------------------
