@@ -127,6 +127,8 @@ def test_the_conf_folder_is_found_once_per_report_and_still_overridable(monkeypa
     assert spec.conf_dir() == first
     monkeypatch.setattr(spec, "conf_dir", lambda: tmp_path)   # as tests do: row_protocol asks it each time
     assert spec.row_protocol("mnist", "fc800x2", "tanh", "dropout").source == ""
+    spec.reread_presets()   # a report run under the replacement still starts afresh
+    assert spec.row_protocol("mnist", "fc800x2", "tanh", "dropout").source == ""
 
 
 # ---- YAML: libyaml's loader, else PyYAML's own ----------------------------------------------------------

@@ -98,7 +98,8 @@ class Protocol:
 
 def conf_dir():
     """The Hydra configs: ``conf/`` of a source checkout, else the installed ``dfa_cli.conf``
-    (as dfa_cli.config finds them, without importing it: it imports torch)."""
+    (as dfa_cli.config finds them, without importing it: it imports torch).
+    A plain function over a cached one, so tests can replace it and reread_presets still clears."""
     return _found_conf_dir()
 
 
