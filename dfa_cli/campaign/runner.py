@@ -19,8 +19,9 @@ with a checkpoint and resumed with its share (the same run; threads change float
 
 With a ``deadline`` (a machine lent for a few hours whose state may not outlive it), a job starts
 only if it is expected to finish by then: its expected time is the mean wall time of the committed
-records of the same cell (any seed), else the plan's estimate, less what a resumed run has already
-spent. A run already begun resumes first; then the longest job that fits goes first, so short ones
+records of the same cell (any seed), else the plan's estimate, times this machine's pace (its
+unfinished runs' recent seconds per epoch over their cells' records'), less what a resumed run has
+already spent. A run already begun resumes first; then the longest job that fits goes first, so short ones
 fill the end; a later phase (seeds 3–4 too) starts when nothing of an earlier one fits. Running
 jobs are never stopped at the deadline, except a carried-over one: with ``carry_over`` (a machine
 whose state may outlive the session), one slot may hold a job that cannot finish by the deadline,
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -50,6 +52,8 @@ SEED_STAGES = ((0,), (1, 2), (3, 4))
 STATE_ENV_VAR = "DFA_CAMPAIGN_DIR"
 POLL_SECONDS = 2.0
 DEADLINE_MARGIN = 1.1   # a job must fit the time left with this much to spare
+PACE_SECONDS = 60.0     # how long a measured pace stands before the runs are read again
+PACE_EPOCHS = 10        # the pace is read from this many of a run's latest epochs
 STOPPED_BY_SIGNAL = (130, 143, -signal.SIGTERM)   # dfa-run's exit codes after SIGINT/SIGTERM; killed early
 
 
@@ -105,6 +109,7 @@ class Campaign:
         self.widening: dict[str, int] = {}   # job → the threads it resumes with once paused
         self.failed: dict[str, str] = {}
         self.stopping = False
+        self._pace = (1.0, float("-inf"))   # (this machine's pace, when measured)
 
     def say(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.out, flush=True)
@@ -230,9 +235,42 @@ class Campaign:
                 wall = json.loads(summary.read_text()).get("wall_seconds")
                 if wall:
                     walls.append(wall)
-        total = sum(walls) / len(walls) if walls else job.cost
+        total = (sum(walls) / len(walls) if walls else job.cost) * self.pace()
         spent = max((_progress(d / METRICS)[2] * 3600 for d in self._seed_dirs(job)), default=0.0)
         return max(total - spent, 0.05 * total)
+
+    def pace(self) -> float:
+        """How much slower this machine runs than the ones that made the committed records: the
+        median, over the unfinished runs here whose net and rule have records, of their recent
+        seconds per epoch over the records' mean (1 when nothing here says). Records from a faster
+        machine would otherwise start jobs that cannot end by the deadline."""
+        if time.time() - self._pace[1] < PACE_SECONDS:
+            return self._pace[0]
+        ratios = []
+        for job in self.jobs:
+            for seed_dir, name in zip(self._seed_dirs(job), job.record_names):
+                if (self.records / name / SUMMARY).is_file():
+                    continue
+                here = _recent_epoch_seconds(seed_dir / METRICS)
+                there = self._record_epoch_seconds(name)
+                if here and there:
+                    ratios.append(here / there)
+        ratios.sort()
+        self._pace = (ratios[len(ratios) // 2] if ratios else 1.0, time.time())
+        return self._pace[0]
+
+    def _record_epoch_seconds(self, name: str) -> float | None:
+        """Mean seconds per epoch over the committed records of ``name``'s net and rule (any seed,
+        any folder: a rerun's cell, e.g. on another loss reduction, costs what the first one did)."""
+        wall = epochs = 0.0
+        cell = name.rsplit("/", 1)[-1].rsplit("_s", 1)[0]
+        for summary in self.records.glob(f"**/{cell}_s*/{SUMMARY}"):
+            if not re.fullmatch(rf"{re.escape(cell)}_s\d+", summary.parent.name):
+                continue
+            s = json.loads(summary.read_text())
+            if s.get("wall_seconds") and s.get("epochs"):
+                wall, epochs = wall + s["wall_seconds"], epochs + s["epochs"]
+        return wall / epochs if epochs else None
 
     def _fits(self, job: Job) -> bool:
         return self.deadline is None or \
@@ -367,6 +405,20 @@ def _progress(metrics: Path) -> tuple[int, float | None, float]:
         return 0, None, 0.0
     last = rows[-1]
     return len(rows), last.get("test_error", last.get("val_error")), (last.get("elapsed") or 0) / 3600
+
+
+def _recent_epoch_seconds(metrics: Path) -> float | None:
+    """The median seconds per epoch over an unfinished run's latest epochs, or None before any."""
+    if not metrics.is_file():
+        return None
+    seconds = []
+    for line in metrics.read_text().splitlines():
+        try:
+            seconds.append(json.loads(line).get("seconds"))
+        except ValueError:
+            break
+    recent = sorted(x for x in seconds[-PACE_EPOCHS:] if x)
+    return recent[len(recent) // 2] if recent else None
 
 
 def preset_sets(preset: Path, dotted: str) -> bool:

@@ -230,6 +230,44 @@ def test_with_a_deadline_only_jobs_that_fit_start_longest_first(tmp_path):
     assert campaign(3000)._pick(queue) == 1          # a run already begun resumes first
 
 
+def test_the_expected_time_is_scaled_by_this_machines_pace(tmp_path):
+    """Records from a faster machine: an unfinished run here that takes 1.9× their seconds per epoch
+    (its latest epochs' median; one slow epoch beside a test run does not count) makes every job's
+    expected time 1.9× theirs. Runs whose record is done, and cells without records, say nothing."""
+    records, state = tmp_path / "records", tmp_path / "state"
+    for name, wall, epochs in (("mnist/a_dfa_s0", 1000.0, 100), ("mnist/a_dfa_s1", 3000.0, 100),
+                               ("mnist/b_bp_s0", 500.0, 50)):
+        (records / name).mkdir(parents=True)
+        (records / name / "summary.json").write_text(json.dumps({"wall_seconds": wall, "epochs": epochs}))
+    resumed = Job("mnist/a_dfa_s2", [], (2,), stage=1)    # its cell: 20 s per epoch, 2000 s a run
+    other = Job("mnist/b_bp_s1", [], (1,), stage=1)       # its cell: 10 s per epoch, 500 s a run
+
+    def write_run(job, seconds):
+        run = state / "runs" / job.name
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": i + 1, "seconds": x, "elapsed": 38.0 * (i + 1)}) + "\n"
+            for i, x in enumerate(seconds)))
+
+    def campaign(jobs):
+        return Campaign(jobs, records, state, deadline=time.time() + 3600)
+    assert campaign([resumed, other]).pace() == 1.0                  # nothing run here yet
+    write_run(resumed, [200.0] * 5 + [38.0] * 9 + [120.0])           # 38 s where its records took 20
+    assert campaign([resumed, other]).pace() == pytest.approx(1.9)
+    assert campaign([resumed, other]).expected_seconds(other) == pytest.approx(950.0)
+    assert campaign([resumed, other]).expected_seconds(resumed) == pytest.approx(3800.0 - 38.0 * 15)
+    write_run(other, [50.0] * 3)                                     # done here: its record is there
+    (records / other.name).mkdir()
+    (records / other.name / "summary.json").write_text(json.dumps({"wall_seconds": 150.0, "epochs": 3}))
+    assert campaign([resumed, other]).pace() == pytest.approx(1.9)
+    assert campaign([Job("mnist/c_fa_s0", [], (0,))]).pace() == 1.0   # a cell without records
+    rerun = Job("mnist-rerun/a_dfa_s0", [], (0,), stage=1)            # the same net and rule elsewhere
+    write_run(rerun, [38.0] * 3)
+    (records / "mnist" / "a_dfa_sparse_s0").mkdir()                  # another rule: not its cell
+    (records / "mnist" / "a_dfa_sparse_s0" / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "epochs": 1}))
+    assert campaign([rerun]).pace() == pytest.approx(1.9)
+
+
 def test_carry_over_lets_one_slot_hold_a_job_longer_than_the_time_left(tmp_path):
     """--carry-over: a job that cannot end by the deadline may take one slot, if its phase comes no
     later than every job that can; a run already begun first, else the longest of that phase."""
