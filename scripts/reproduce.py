@@ -20,7 +20,7 @@ validation search chose (the paper: "learning rate with decay and training time 
 validation set"); ``--summary`` prints that choice. ``--until`` is for a machine lent for a few
 hours whose state dies with it: a job starts only if the records of its cell (or the plan's
 estimate), scaled by this machine's pace (its unfinished runs' seconds per epoch over the records'),
-say it ends in time, longest first, so that short jobs fill the end. ``--carry-over`` is for
+says it ends in time, longest first, so that short jobs fill the end. ``--carry-over`` is for
 a machine whose state may outlive the session: one slot may also hold a job that cannot end in time
 (the 100-layer net's 3.5 h); it is paused with a checkpoint at the deadline and the next invocation
 resumes it first. On a new machine it starts over, and only the time it ran is lost.
@@ -101,12 +101,10 @@ def main(argv: list[str] | None = None) -> None:
             err = "" if r["error"] is None else f"{r['error']:.2f}%"
             print(f"{r['state']:8} {r['job']:62} {r['epochs'] or 0:>4} ep {err:>8} {r['hours']:6.2f} h  {r['stop'] or ''}")
         done = sum(r["state"] == "done" for r in rows)
-        left = sum(job.cost for job in jobs if not campaign.done(job)) / 3600   # the plan's rough costs
-        pace = campaign.pace()
-        here = "" if pace == 1.0 else f", {left * pace:.0f} at this machine's pace (×{pace:.2f})"
+        left = sum(campaign.expected_seconds(job) for job in jobs if not campaign.done(job)) / 3600
         print(f"{done}/{len(rows)} records done; {sum(r['hours'] for r in rows):.1f} machine hours so far, "
-              f"roughly {left:.0f} to go by the plan's estimates{here} (unfinished runs counted whole); "
-              f"state in {state}")
+              f"roughly {left:.0f} to go (the records' times, else the plan's estimates, at this machine's "
+              f"pace ×{campaign.pace():.2f}); state in {state}")
         return
     print(f"campaign {' '.join(args.plans)}: {len(jobs)} jobs, {campaign.parallel} at a time, "
           f"records in {args.records}, state in {state}", flush=True)

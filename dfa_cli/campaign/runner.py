@@ -52,7 +52,7 @@ SEED_STAGES = ((0,), (1, 2), (3, 4))
 STATE_ENV_VAR = "DFA_CAMPAIGN_DIR"
 POLL_SECONDS = 2.0
 DEADLINE_MARGIN = 1.1   # a job must fit the time left with this much to spare
-PACE_SECONDS = 60.0     # how long a measured pace stands before the runs are read again
+RECORDS_REREAD_SECONDS = 60.0   # how long the records' times and the pace stand before they are read again
 PACE_EPOCHS = 10        # the pace is read from this many of a run's latest epochs
 STOPPED_BY_SIGNAL = (130, 143, -signal.SIGTERM)   # dfa-run's exit codes after SIGINT/SIGTERM; killed early
 
@@ -110,6 +110,8 @@ class Campaign:
         self.failed: dict[str, str] = {}
         self.stopping = False
         self._pace = (1.0, float("-inf"))   # (this machine's pace, when measured)
+        self._records_index: dict[str, list[tuple[str, float, int]]] = {}   # cell → (folder, wall, epochs)
+        self._records_read = float("-inf")
 
     def say(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.out, flush=True)
@@ -226,15 +228,11 @@ class Campaign:
 
     def expected_seconds(self, job: Job) -> float:
         """What the job should still take: the committed records of its cell (same row and method,
-        any seed) say how long a run took here; without any, the plan's estimate. A resumed run
-        has spent part of it already."""
-        walls = []
-        for name in job.record_names:
-            stem = name.rsplit("_s", 1)[0]
-            for summary in self.records.glob(f"{stem}_s*/{SUMMARY}"):
-                wall = json.loads(summary.read_text()).get("wall_seconds")
-                if wall:
-                    walls.append(wall)
+        any seed) say how long a run took; without any, those of the same net and rule in another
+        folder (a rerun, e.g. on another loss reduction); without those, the plan's estimate. Times
+        this machine's pace; a resumed run has spent part of it already."""
+        walls = [w for name in job.record_names for w, _ in self._cell_records(name, same_folder=True)] or \
+            [w for name in job.record_names for w, _ in self._cell_records(name, same_folder=False)]
         total = (sum(walls) / len(walls) if walls else job.cost) * self.pace()
         spent = max((_progress(d / METRICS)[2] * 3600 for d in self._seed_dirs(job)), default=0.0)
         return max(total - spent, 0.05 * total)
@@ -244,7 +242,7 @@ class Campaign:
         median, over the unfinished runs here whose net and rule have records, of their recent
         seconds per epoch over the records' mean (1 when nothing here says). Records from a faster
         machine would otherwise start jobs that cannot end by the deadline."""
-        if time.time() - self._pace[1] < PACE_SECONDS:
+        if time.time() - self._pace[1] < RECORDS_REREAD_SECONDS:
             return self._pace[0]
         ratios = []
         for job in self.jobs:
@@ -252,25 +250,28 @@ class Campaign:
                 if (self.records / name / SUMMARY).is_file():
                     continue
                 here = _recent_epoch_seconds(seed_dir / METRICS)
-                there = self._record_epoch_seconds(name)
+                there = [(w, e) for w, e in self._cell_records(name, same_folder=False) if e]
                 if here and there:
-                    ratios.append(here / there)
+                    ratios.append(here / (sum(w for w, _ in there) / sum(e for _, e in there)))
         ratios.sort()
         self._pace = (ratios[len(ratios) // 2] if ratios else 1.0, time.time())
         return self._pace[0]
 
-    def _record_epoch_seconds(self, name: str) -> float | None:
-        """Mean seconds per epoch over the committed records of ``name``'s net and rule (any seed,
-        any folder: a rerun's cell, e.g. on another loss reduction, costs what the first one did)."""
-        wall = epochs = 0.0
-        cell = name.rsplit("/", 1)[-1].rsplit("_s", 1)[0]
-        for summary in self.records.glob(f"**/{cell}_s*/{SUMMARY}"):
-            if not re.fullmatch(rf"{re.escape(cell)}_s\d+", summary.parent.name):
-                continue
-            s = json.loads(summary.read_text())
-            if s.get("wall_seconds") and s.get("epochs"):
-                wall, epochs = wall + s["wall_seconds"], epochs + s["epochs"]
-        return wall / epochs if epochs else None
+    def _cell_records(self, name: str, same_folder: bool) -> list[tuple[float, int]]:
+        """(wall seconds, epochs) of each committed record of ``name``'s cell, any seed: in its own
+        folder, or of the same net and rule in any folder."""
+        if time.time() - self._records_read > RECORDS_REREAD_SECONDS:   # records land as jobs end
+            self._records_index = {}
+            for summary in self.records.glob(f"**/{SUMMARY}"):
+                match = re.fullmatch(r"(.+)_s\d+", summary.parent.name)
+                s = json.loads(summary.read_text())
+                if match and s.get("wall_seconds"):
+                    folder = summary.parent.parent.relative_to(self.records).as_posix()
+                    self._records_index.setdefault(match[1], []).append((folder, s["wall_seconds"], s.get("epochs") or 0))
+            self._records_read = time.time()
+        folder, _, rest = name.rpartition("/")
+        cell = rest.rsplit("_s", 1)[0]
+        return [(w, e) for f, w, e in self._records_index.get(cell, []) if f == folder or not same_folder]
 
     def _fits(self, job: Job) -> bool:
         return self.deadline is None or \

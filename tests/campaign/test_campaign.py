@@ -233,7 +233,8 @@ def test_with_a_deadline_only_jobs_that_fit_start_longest_first(tmp_path):
 def test_the_expected_time_is_scaled_by_this_machines_pace(tmp_path):
     """Records from a faster machine: an unfinished run here that takes 1.9× their seconds per epoch
     (its latest epochs' median; one slow epoch beside a test run does not count) makes every job's
-    expected time 1.9× theirs. Runs whose record is done, and cells without records, say nothing."""
+    expected time 1.9× theirs. Runs whose record is done, and cells without records, say nothing.
+    A rerun's cell without records of its own takes the times of the same net and rule elsewhere."""
     records, state = tmp_path / "records", tmp_path / "state"
     for name, wall, epochs in (("mnist/a_dfa_s0", 1000.0, 100), ("mnist/a_dfa_s1", 3000.0, 100),
                                ("mnist/b_bp_s0", 500.0, 50)):
@@ -266,6 +267,7 @@ def test_the_expected_time_is_scaled_by_this_machines_pace(tmp_path):
     (records / "mnist" / "a_dfa_sparse_s0").mkdir()                  # another rule: not its cell
     (records / "mnist" / "a_dfa_sparse_s0" / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "epochs": 1}))
     assert campaign([rerun]).pace() == pytest.approx(1.9)
+    assert campaign([rerun]).expected_seconds(rerun) == pytest.approx(2000.0 * 1.9 - 38.0 * 3)   # mnist/'s times
 
 
 def test_carry_over_lets_one_slot_hold_a_job_longer_than_the_time_left(tmp_path):
