@@ -249,7 +249,7 @@ class Campaign:
             for seed_dir, name in zip(self._seed_dirs(job), job.record_names):
                 if (self.records / name / SUMMARY).is_file():
                     continue
-                here = _recent_epoch_seconds(seed_dir / METRICS)
+                here = _recent_epoch_seconds(seed_dir / METRICS, self.threads)
                 there = [(w, e) for w, e in self._cell_records(name, same_folder=False) if e]
                 if here and there:
                     ratios.append(here / (sum(w for w, _ in there) / sum(e for _, e in there)))
@@ -323,6 +323,13 @@ class Campaign:
                 run.proc.send_signal(signal.SIGTERM)
             self.carried.discard(name)
 
+    def _slot_free(self) -> bool:
+        """A slot is free, and on the CPU so are its threads: a job widened to the freed slots'
+        threads keeps them until it ends (a later pace may make another job fit meanwhile)."""
+        taken = sum(run.threads or 0 for run in self.running.values())
+        return len(self.running) < self.parallel and \
+            (not self.threads or taken + self.threads <= self.parallel * self.threads)
+
     def _begun(self, job: Job) -> bool:
         return (self.run_dir(job) / ".hydra" / "config.yaml").is_file()
 
@@ -343,7 +350,7 @@ class Campaign:
                 if not self.done(job) and job.waits_for:
                     self.say(f"wait   {job.name}: {job.waits_for}")
             while queue or self.running:
-                while queue and len(self.running) < self.parallel and not self.stopping:
+                while queue and self._slot_free() and not self.stopping:
                     pick = self._pick(queue)
                     if pick is None:
                         break
@@ -408,16 +415,19 @@ def _progress(metrics: Path) -> tuple[int, float | None, float]:
     return len(rows), last.get("test_error", last.get("val_error")), (last.get("elapsed") or 0) / 3600
 
 
-def _recent_epoch_seconds(metrics: Path) -> float | None:
-    """The median seconds per epoch over an unfinished run's latest epochs, or None before any."""
+def _recent_epoch_seconds(metrics: Path, threads: int | None) -> float | None:
+    """The median seconds per epoch over an unfinished run's latest epochs on ``threads`` threads
+    (a widened run's are faster than its slot's), or None before any."""
     if not metrics.is_file():
         return None
     seconds = []
     for line in metrics.read_text().splitlines():
         try:
-            seconds.append(json.loads(line).get("seconds"))
+            row = json.loads(line)
         except ValueError:
             break
+        if threads is None or row.get("threads", threads) == threads:
+            seconds.append(row.get("seconds"))
     recent = sorted(x for x in seconds[-PACE_EPOCHS:] if x)
     return recent[len(recent) // 2] if recent else None
 

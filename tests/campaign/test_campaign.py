@@ -268,6 +268,23 @@ def test_the_expected_time_is_scaled_by_this_machines_pace(tmp_path):
     (records / "mnist" / "a_dfa_sparse_s0" / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "epochs": 1}))
     assert campaign([rerun]).pace() == pytest.approx(1.9)
     assert campaign([rerun]).expected_seconds(rerun) == pytest.approx(2000.0 * 1.9 - 38.0 * 3)   # mnist/'s times
+    widened = state / "runs" / rerun.name / "metrics.jsonl"         # its last epochs on both slots' threads
+    widened.write_text(widened.read_text() + "".join(
+        json.dumps({"epoch": e, "seconds": 5.0, "threads": 2}) + "\n" for e in range(4, 8)))
+    assert campaign([rerun]).pace() == pytest.approx(1.9)
+
+
+def test_no_job_starts_while_a_widened_job_holds_the_threads(tmp_path):
+    """Once a job took the freed slot's thread, a job that fits later (a new pace) waits for it."""
+    campaign = Campaign([], tmp_path, tmp_path, parallel=2, threads=1)
+    assert campaign._slot_free()
+    campaign.running["mnist/a_bp_s0"] = Running(Job("mnist/a_bp_s0", [], (0,)), None, time.time(), 1)
+    assert campaign._slot_free()
+    campaign.running["mnist/a_bp_s0"] = Running(Job("mnist/a_bp_s0", [], (0,)), None, time.time(), 2)
+    assert not campaign._slot_free()
+    gpu = Campaign([], tmp_path, tmp_path, parallel=2, threads=None)
+    gpu.running["mnist/a_bp_s0"] = Running(Job("mnist/a_bp_s0", [], (0,)), None, time.time(), None)
+    assert gpu._slot_free()
 
 
 def test_carry_over_lets_one_slot_hold_a_job_longer_than_the_time_left(tmp_path):
