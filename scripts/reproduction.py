@@ -276,7 +276,8 @@ def link(target: Path, page: Path) -> str:
 
 
 def of_kind(figure_files: list[Path], prefix: str) -> list[Path]:
-    return [f for f in figure_files if f.name.startswith(prefix)]
+    """By name: the block is the same whether the figures were just drawn or found on disk."""
+    return sorted((f for f in figure_files if f.name.startswith(prefix)), key=lambda f: f.name)
 
 
 def table_block(table: Table, records: Path, figure_files: list[Path], page: Path) -> str:
@@ -413,7 +414,7 @@ def rules_block(records: Path, figure_files: list[Path], page: Path) -> str:
              f"2x800 DFA and 7x240 BP from Table 1's measurement and CIFAR-10's BP, FA and DFA from Table 2): "
              f"{len(cells)} of its {len(every_rule.NETS) * len(every_rule.RULES)} cells have a record "
              f"({len(runs)} runs).", "", every_rule.table_markdown(runs), ""]
-    for f in of_kind(figure_files, "rules_"):
+    for f in of_kind(figure_files, "rules_errors") + of_kind(figure_files, "rules_alignment"):   # the table's first
         parts += [f"![{f.stem}]({link(f, page)})", ""]
     shown = ", ".join(f"{k} {v}" for k, v in BIOTORCH_LENET_MNIST.items())
     parts.append(f"Context, not a comparison: BioTorch's benchmark ([{BIOTORCH[0]}](https://github.com/{BIOTORCH[0]}) "

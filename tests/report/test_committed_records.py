@@ -60,6 +60,16 @@ def test_the_readme_table_is_the_one_the_records_give():
         "README's Table 1 block is stale: run python scripts/reproduction.py"
 
 
+def test_a_block_is_the_same_whether_its_figures_were_drawn_or_found():
+    """`reproduction.py` lists the figures it drew in drawing order, `--check` finds them on disk in
+    name order: a block must not depend on which (the rules block once put its two figures either way)."""
+    module = load_script("reproduction")
+    drawn = [module.FIGURES / "rules_errors.png", module.FIGURES / "rules_alignment_mnist_2x800-tanh.png"]
+    block = module.rules_block(RECORDS, drawn, REPO / "README.md")
+    assert block == module.rules_block(RECORDS, drawn[::-1], REPO / "README.md")
+    assert block.index("rules_errors") < block.index("rules_alignment")   # the table's figure first
+
+
 def test_every_generated_block_is_the_one_the_records_give():
     module = load_script("reproduction")
     assert {b.page for b in module.BLOCKS} == {REPO / "README.md", REPO / "docs" / "reproduction.md",
