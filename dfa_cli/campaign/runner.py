@@ -109,9 +109,9 @@ class Campaign:
         self.widening: dict[str, int] = {}   # job → the threads it resumes with once paused
         self.failed: dict[str, str] = {}
         self.stopping = False
-        self._pace = (1.0, float("-inf"))   # (this machine's pace, when measured)
         self._records_index: dict[str, list[tuple[str, float, int]]] = {}   # cell → (folder, wall, epochs)
-        self._records_read = float("-inf")
+        self._pace = 1.0
+        self._records_read = float("-inf")   # when both were last read (``_reread``)
 
     def say(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.out, flush=True)
@@ -242,8 +242,30 @@ class Campaign:
         median, over the unfinished runs here whose net and rule have records, of their recent
         seconds per epoch over the records' mean (1 when nothing here says). Records from a faster
         machine would otherwise start jobs that cannot end by the deadline."""
-        if time.time() - self._pace[1] < RECORDS_REREAD_SECONDS:
-            return self._pace[0]
+        self._reread()
+        return self._pace
+
+    def _cell_records(self, name: str, same_folder: bool) -> list[tuple[float, int]]:
+        """(wall seconds, epochs) of each committed record of ``name``'s cell, any seed: in its own
+        folder, or of the same net and rule in any folder."""
+        self._reread()
+        folder, _, rest = name.rpartition("/")
+        cell = rest.rsplit("_s", 1)[0]
+        return [(w, e) for f, w, e in self._records_index.get(cell, []) if f == folder or not same_folder]
+
+    def _reread(self) -> None:
+        """The records' times and the pace, read again once they are a minute old (records land and
+        runs progress as jobs go)."""
+        if time.time() - self._records_read < RECORDS_REREAD_SECONDS:
+            return
+        self._records_index = {}
+        for summary in self.records.glob(f"**/{SUMMARY}"):
+            match = re.fullmatch(r"(.+)_s\d+", summary.parent.name)
+            s = json.loads(summary.read_text())
+            if match and s.get("wall_seconds"):
+                folder = summary.parent.parent.relative_to(self.records).as_posix()
+                self._records_index.setdefault(match[1], []).append((folder, s["wall_seconds"], s.get("epochs") or 0))
+        self._records_read = time.time()   # before the pace: its _cell_records reads this index
         ratios = []
         for job in self.jobs:
             for seed_dir, name in zip(self._seed_dirs(job), job.record_names):
@@ -254,24 +276,7 @@ class Campaign:
                 if here and there:
                     ratios.append(here / (sum(w for w, _ in there) / sum(e for _, e in there)))
         ratios.sort()
-        self._pace = (ratios[len(ratios) // 2] if ratios else 1.0, time.time())
-        return self._pace[0]
-
-    def _cell_records(self, name: str, same_folder: bool) -> list[tuple[float, int]]:
-        """(wall seconds, epochs) of each committed record of ``name``'s cell, any seed: in its own
-        folder, or of the same net and rule in any folder."""
-        if time.time() - self._records_read > RECORDS_REREAD_SECONDS:   # records land as jobs end
-            self._records_index = {}
-            for summary in self.records.glob(f"**/{SUMMARY}"):
-                match = re.fullmatch(r"(.+)_s\d+", summary.parent.name)
-                s = json.loads(summary.read_text())
-                if match and s.get("wall_seconds"):
-                    folder = summary.parent.parent.relative_to(self.records).as_posix()
-                    self._records_index.setdefault(match[1], []).append((folder, s["wall_seconds"], s.get("epochs") or 0))
-            self._records_read = time.time()
-        folder, _, rest = name.rpartition("/")
-        cell = rest.rsplit("_s", 1)[0]
-        return [(w, e) for f, w, e in self._records_index.get(cell, []) if f == folder or not same_folder]
+        self._pace = ratios[len(ratios) // 2] if ratios else 1.0
 
     def _fits(self, job: Job) -> bool:
         return self.deadline is None or \
@@ -399,16 +404,20 @@ class Campaign:
         return rows
 
 
-def _progress(metrics: Path) -> tuple[int, float | None, float]:
-    """Epochs logged so far, the last evaluation error and the hours spent, of an unfinished run."""
-    if not metrics.is_file():
-        return 0, None, 0.0
+def _metric_rows(metrics: Path) -> list[dict]:
+    """An unfinished run's epochs, up to a line cut off mid-write."""
     rows = []
-    for line in metrics.read_text().splitlines():
+    for line in (metrics.read_text().splitlines() if metrics.is_file() else []):
         try:
             rows.append(json.loads(line))
         except ValueError:
             break
+    return rows
+
+
+def _progress(metrics: Path) -> tuple[int, float | None, float]:
+    """Epochs logged so far, the last evaluation error and the hours spent, of an unfinished run."""
+    rows = _metric_rows(metrics)
     if not rows:
         return 0, None, 0.0
     last = rows[-1]
@@ -418,16 +427,8 @@ def _progress(metrics: Path) -> tuple[int, float | None, float]:
 def _recent_epoch_seconds(metrics: Path, threads: int | None) -> float | None:
     """The median seconds per epoch over an unfinished run's latest epochs on ``threads`` threads
     (a widened run's are faster than its slot's), or None before any."""
-    if not metrics.is_file():
-        return None
-    seconds = []
-    for line in metrics.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            break
-        if threads is None or row.get("threads", threads) == threads:
-            seconds.append(row.get("seconds"))
+    seconds = [row.get("seconds") for row in _metric_rows(metrics)
+               if threads is None or row.get("threads", threads) == threads]
     recent = sorted(x for x in seconds[-PACE_EPOCHS:] if x)
     return recent[len(recent) // 2] if recent else None
 
