@@ -90,8 +90,8 @@ def sweep_threads(hydra_cfg) -> int | None:
 def use_fast_step(setting, model, device: torch.device) -> bool:
     """``trainer.fast_step``: the hand-written step of :mod:`dfa_cli.training.fast` (auto: on the CPU)."""
     if setting is True and not fast_step_supported(model):
-        raise UserError("trainer.fast_step=true needs a fully connected model (model.kind=fc) trained "
-                        "with method=bp, fa or dfa; use trainer.fast_step=auto or false here.")
+        raise UserError("trainer.fast_step=true needs a fully connected model (model.kind=fc); "
+                        "use trainer.fast_step=auto or false here.")
     return fast_step_supported(model) and (setting is True or (setting == "auto" and device.type == "cpu"))
 
 

@@ -83,7 +83,7 @@ class Trainer:
         self.initial_lr = float(optimizer.param_groups[0]["lr"])
         # "test", or "val" when the evaluation set is the validation split: the records say which
         self.eval_key = "val" if eval_split == "validation" else "test"
-        # the hand-written step of dfa_cli.training.fast (CPU, fully connected BP/FA/DFA), else autograd
+        # the hand-written step of dfa_cli.training.fast (CPU, fully connected nets), else autograd
         self.fast = FastFCStep(model, loss, reduction) if fast_step else None
         self.describe, self.progress = dict(describe or {}), progress
         self.device = data.x_train.device

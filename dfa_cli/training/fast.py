@@ -11,13 +11,14 @@ computes the same update as autograd through :mod:`dfa_cli.nets.rules` does, wri
   batch size only under ``loss.reduction=mean``, :mod:`dfa_cli.training.losses`);
 - hidden signal ``g_i``: DFA ``(e B)`` sliced per layer, from one matmul (DRTP: ``y* B``); BP
   ``δ_{i+1} W_{i+1}ᵀ``; FA ``δ_{i+1} B_{i+1}ᵀ`` (sign symmetry: ``B`` from ``sign(W_{i+1})``, made
-  in the forward pass where the model makes it, so brSF draws the same magnitudes); then
+  in the forward pass where the model makes it, so brSF draws the same magnitudes); IFA, bottom up,
+  ``e B_1`` for the first layer and ``δ_{i-1} W_i`` above it; then
   ``δ_i = g_i ⊙ m_i ⊙ f′(a_i)``; shallow: none, and the hidden layers get no ``.grad`` (autograd's None);
 - gradients ``h_{i-1}ᵀ δ_i`` and ``Σ_batch δ_i`` written into the parameters' ``.grad`` in place.
 
 ``input_gradient`` is FGSM's true-BP ``∂L/∂x`` written out the same way. Then any ``torch.optim``
 optimizer steps as usual. Buffers live as long as the step, so a step
-allocates nothing. IFA and the conv net use the autograd path. A test holds the two paths equal to
+allocates nothing. The conv net uses the autograd path. A test holds the two paths equal to
 float rounding for every rule, activation, dropout and stacked seeds.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .losses import per_replica_loss
 from ..nets.fc import FCNet, activation_derivative, dropout_mask
 from ..nets.rules import SIGN_RULES, scaled_targets, sign_feedback
 
-RULES = ("bp", "fa", "dfa", "drtp", "shallow", *SIGN_RULES)
+RULES = ("bp", "fa", "dfa", "ifa", "drtp", "shallow", *SIGN_RULES)
 
 
 def tanh_(a: torch.Tensor) -> torch.Tensor:
@@ -120,6 +121,8 @@ class FastFCStep:
     def _hidden_grads(self, logits, y, delta, inputs, acts, masks, downs) -> None:
         """Every hidden layer's gradients, top down, from the output error ``delta``."""
         net = self.model
+        if net.method == "ifa":
+            return self._indirect_grads(delta, inputs, acts, masks)
         if net.method in ("dfa", "drtp"):   # every hidden layer's signal from one matmul
             source = delta if net.method == "dfa" else scaled_targets(logits, y, net.feedback_scale, self.reduction)
             signals = torch.bmm(source, net.feedback).split(net.hidden_widths, dim=-1)
@@ -128,6 +131,19 @@ class FastFCStep:
                 g = signals[i]
             else:   # the layer above's W (BP), its fixed B (FA) or sign-made B, shaped (R, n_i, n_{i+1})
                 g = torch.bmm(delta, downs[i + 1].transpose(1, 2))
+            if masks[i] is not None:
+                g = g * masks[i]
+            delta = g * activation_derivative(net.activation, acts[i])
+            self._weight_grads(i, inputs[i], delta)
+
+    def _indirect_grads(self, delta, inputs, acts, masks) -> None:
+        """IFA, bottom up: the output error through ``B_1`` to the first hidden layer, then each
+        layer's δ forward through the weights of the layer above (as they were in this forward pass)."""
+        net = self.model
+        g = torch.bmm(delta, net.feedback)
+        for i in range(len(acts)):
+            if i > 0:
+                g = torch.bmm(delta, net.weights[i])
             if masks[i] is not None:
                 g = g * masks[i]
             delta = g * activation_derivative(net.activation, acts[i])

@@ -78,7 +78,7 @@ def fast_vs_autograd(method, activation, dropout, replicas, loss="bce", reductio
     return bad
 
 
-CASES = list(itertools.product(["bp", "fa", "dfa"], ["tanh", "logistic", "relu"], [False, True], [1, 3]))
+CASES = list(itertools.product(["bp", "fa", "dfa", "ifa"], ["tanh", "logistic", "relu"], [False, True], [1, 3]))
 CASES += [(m, "tanh", dropout, 2) for m in ("shallow", "drtp", "usf", "brsf", "frsf") for dropout in (False, True)]
 
 
@@ -87,7 +87,7 @@ def test_fast_step_equals_autograd(method, activation, dropout, replicas):
     assert fast_vs_autograd(method, activation, dropout, replicas) == []
 
 
-@pytest.mark.parametrize("method", ["bp", "fa", "dfa", "drtp", "shallow", "usf", "brsf", "frsf"])
+@pytest.mark.parametrize("method", ["bp", "fa", "dfa", "ifa", "drtp", "shallow", "usf", "brsf", "frsf"])
 @pytest.mark.parametrize("loss", ["bce", "ce"])
 def test_fast_step_equals_autograd_on_the_summed_error(method, loss):
     """loss.reduction=sum (the author's step): e and DRTP's targets not divided by the batch, on both paths."""
@@ -104,7 +104,7 @@ def test_the_summed_error_is_the_mean_times_the_batch():
             torch.testing.assert_close(summed[name], mean[name] * x.shape[1], rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("method", ["bp", "fa", "dfa", "drtp", "usf", "brsf", "frsf"])
+@pytest.mark.parametrize("method", ["bp", "fa", "dfa", "ifa", "drtp", "usf", "brsf", "frsf"])
 def test_the_check_catches_a_rule_sent_down_shallows_early_return(method, monkeypatch):
     """Were the fast step to route a rule to shallow's early return (no hidden gradients), the
     check above must fail on exactly the hidden layers, though autograd ran on the same net first."""
@@ -114,7 +114,7 @@ def test_the_check_catches_a_rule_sent_down_shallows_early_return(method, monkey
         f"{name} ({dtype})" for name in hidden for dtype in (torch.float64, torch.float32))
 
 
-@pytest.mark.parametrize("method", ["bp", "fa", "dfa"])
+@pytest.mark.parametrize("method", ["bp", "fa", "dfa", "ifa"])
 def test_fast_step_against_the_hand_computation(method):
     """The float64 reference of test_rules (paper notation, example by example)."""
     sizes = [5, 4, 3, 2]
@@ -148,7 +148,7 @@ def test_dfa_fast_step_is_dfa_not_bp():
 
 
 @pytest.mark.parametrize("method, activation, dropout, replicas",
-                         [c for c in CASES if c[0] in ("bp", "fa", "dfa", "drtp")])
+                         [c for c in CASES if c[0] in ("bp", "fa", "dfa", "ifa", "drtp")])
 def test_fast_fgsm_gradient_equals_autograd_true_bp(method, activation, dropout, replicas):
     """FGSM's ∂L/∂x, hand-written, is autograd's through the same net run as BP, same dropout masks."""
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
@@ -178,9 +178,12 @@ def test_fast_fgsm_gradient_is_true_bp_also_for_dfa():
     torch.testing.assert_close(FastFCStep(dfa, "bce").input_gradient(x, y), FastFCStep(bp, "bce").input_gradient(x, y))
 
 
-def test_only_the_rules_it_knows():
-    assert supported(FCNet([4, 3, 2], "tanh", "dfa", [0])) and supported(FCNet([4, 3, 2], "tanh", "usf", [0]))
-    assert not supported(FCNet([4, 3, 2], "tanh", "ifa", [0]))
+def test_only_the_nets_it_knows():
+    """Every rule of the fully connected net; the conv net trains through autograd."""
+    from dfa_cli.nets.conv import ConvNet
+    from dfa_cli.nets.fc import METHODS
+    assert all(supported(FCNet([4, 3, 2], "tanh", m, [0])) for m in METHODS)
+    assert not supported(ConvNet((1, 8, 8), 2, "dfa", [0], channels=(2,), fc=(4,), kernel=3, padding=1))
 
 
 @pytest.mark.parametrize("variant", ["dropout=paper", "adversarial.eps=0.08"])
