@@ -349,7 +349,7 @@ def summed_step_block(records: Path, figure_files: list[Path], page: Path) -> st
             continue
         n = int(new.n)
         diff, tolerance = new.ours_mean - old.ours_mean, max(2 * old.ours_std, 0.05)
-        within = abs(diff) <= tolerance
+        within = bool(abs(diff) <= tolerance)   # (a numpy bool is never `is True`)
         verdicts.append(within if n >= 3 else None)
         shown_new = f"{new.ours_mean:.2f}" + ("" if n < 2 else f" ± {new.ours_std:.2f}") + f" (n={n})"
         lines.append(f"| {name}, {method.upper()} | {shown_old} | {shown_new} | {diff:+.2f} | {tolerance:.2f} | "
