@@ -119,7 +119,7 @@ class FastFCStep:
         return losses, wrong
 
     def _hidden_grads(self, logits, y, delta, inputs, acts, masks, downs) -> None:
-        """Every hidden layer's gradients, top down, from the output error ``delta``."""
+        """Every hidden layer's gradients from the output error ``delta``: top down (IFA: bottom up)."""
         net = self.model
         if net.method == "ifa":
             return self._indirect_grads(delta, inputs, acts, masks)
