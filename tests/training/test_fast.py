@@ -9,7 +9,8 @@ import torch
 from dfa_cli.training.adversarial import fgsm, input_gradient
 from dfa_cli.training.fast import FastFCStep, supported
 from dfa_cli.training.losses import batch_scale, per_replica_loss
-from dfa_cli.nets.fc import FCNet
+from dfa_cli.nets.conv import ConvNet
+from dfa_cli.nets.fc import METHODS, FCNet
 from dfa_cli.run import train
 
 from test_engine import quick, read_metrics
@@ -180,8 +181,6 @@ def test_fast_fgsm_gradient_is_true_bp_also_for_dfa():
 
 def test_only_the_nets_it_knows():
     """Every rule of the fully connected net; the conv net trains through autograd."""
-    from dfa_cli.nets.conv import ConvNet
-    from dfa_cli.nets.fc import METHODS
     assert all(supported(FCNet([4, 3, 2], "tanh", m, [0])) for m in METHODS)
     assert not supported(ConvNet((1, 8, 8), 2, "dfa", [0], channels=(2,), fc=(4,), kernel=3, padding=1))
 
