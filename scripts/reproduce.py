@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from dfa_cli.campaign.runner import Campaign, default_state_dir  # noqa: E402
-from dfa_cli.campaign.plans import PLANS, SEARCHES, campaign_jobs  # noqa: E402
+from dfa_cli.campaign.plans import PLANS, campaign_jobs  # noqa: E402
+from dfa_cli.campaign.searches import SEARCHES  # noqa: E402
 
 RECORDS = REPO / "results" / "paper"
 CHOICES = ("all", *PLANS, "figures", "experiments", "summed-step", "rules", *SEARCHES)

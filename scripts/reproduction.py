@@ -40,8 +40,8 @@ from dfa_cli.report.collect import collect  # noqa: E402
 from dfa_cli.report.plateau import curve_facts, noise_markdown, plateau_markdown  # noqa: E402
 from dfa_cli.report import rules as every_rule  # noqa: E402
 from dfa_cli.campaign.runner import preset_sets  # noqa: E402
-from dfa_cli.campaign.plans import (DROPOUT_SEARCH, METHOD_DROPOUT_SEARCHES, PRESETS, SEARCHES,  # noqa: E402
-                           SUMMED_STEP_CELLS)
+from dfa_cli.campaign.plans import PRESETS, SUMMED_STEP_CELLS  # noqa: E402
+from dfa_cli.campaign.searches import DROPOUT_SEARCH, METHOD_DROPOUT_SEARCHES, SEARCHES  # noqa: E402
 from dfa_cli.report.spec import TABLES  # noqa: E402
 
 README = REPO / "README.md"
@@ -73,7 +73,7 @@ class Table(NamedTuple):
 
     @property
     def search(self) -> str:
-        """Its dropout row's validation search (dfa_cli.campaign.plans.SEARCHES), whose choice the row runs."""
+        """Its dropout row's validation search (dfa_cli.campaign.searches.SEARCHES), whose choice the row runs."""
         return DROPOUT_SEARCH[f"table{self.number}"]
 
     @property

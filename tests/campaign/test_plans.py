@@ -1,4 +1,5 @@
-"""The paper's campaign plans (dfa_cli/campaign/plans.py): which jobs, in which order, and the validation searches."""
+"""The paper's campaign plans (dfa_cli/campaign/plans.py): which jobs, in which order (the searches
+themselves: test_searches.py)."""
 from __future__ import annotations
 
 import json
@@ -6,9 +7,11 @@ import json
 import pytest
 
 from dfa_cli.campaign import plans
-from dfa_cli.campaign.plans import SEARCHES, campaign_jobs, table1_jobs, table2_jobs
+from dfa_cli.campaign.plans import campaign_jobs, table1_jobs, table2_jobs
+from dfa_cli.campaign.searches import DROPOUT_SEARCH, SEARCHES
 
 from conftest import REPO, compose_config, load_script
+from test_searches import write_search_curve
 
 DFA_SEARCH = SEARCHES["dropout-search"]
 OWN_SEARCHES = {m: SEARCHES[f"{m}-dropout-search"] for m in ("fa", "bp")}   # FA's and BP's own
@@ -121,68 +124,14 @@ def test_the_dropout_row_waits_until_its_preset_names_the_chosen_schedule(tmp_pa
     assert len(dropout) == 3 and all(j.waits_for and "validation" in j.waits_for for j in dropout)
     assert not any(j.waits_for for j in jobs if preset not in j.name or "-validation/" in j.name)
     path.write_text("# @package _global_\ntrainer:\n  lr_schedule: step\n")
-    search = SEARCHES[plans.DROPOUT_SEARCH[plan]]
+    search = SEARCHES[DROPOUT_SEARCH[plan]]
     monkeypatch.setattr(plans, "RECORDS", tmp_path / "records")   # the search run again: not finished
     for name in search.candidates:
-        _curve(tmp_path / "records", search, name, [3.0] * 10, done=name != list(search.candidates)[-1])
+        write_search_curve(tmp_path / "records", search, name, [3.0] * 10, done=name != list(search.candidates)[-1])
     still = [j for j in plans.PLANS[plan]([0]) if j.waits_for]
     assert len(still) == 3 and all("has records to finish first" in j.waits_for for j in still)
-    _curve(tmp_path / "records", search, list(search.candidates)[-1], [3.0] * 10)
+    write_search_curve(tmp_path / "records", search, list(search.candidates)[-1], [3.0] * 10)
     assert all(j.waits_for is None for j in plans.PLANS[plan]([0]))
-
-
-def _curve(records, search, name, errors, done=True):
-    folder = records / search.folder(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.joinpath("metrics.jsonl").write_text("".join(
-        json.dumps({"epoch": i + 1, "val_error": e, "train_error": e + 1}) + "\n" for i, e in enumerate(errors)))
-    if done:
-        folder.joinpath("summary.json").write_text(json.dumps({"stop_reason": "max_epochs"}))
-
-
-def test_search_summary_finds_each_candidates_best_window(tmp_path):
-    """The validation curve's best 5-epoch mean, by hand on a made-up curve."""
-    _curve(tmp_path, DFA_SEARCH, "step50", [5.0, 4.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 4.0], done=False)
-    rows = {r["candidate"]: r for r in DFA_SEARCH.summary(tmp_path)}   # best window: epochs 5..9, mean 1.0
-    step50 = rows["step50"]
-    assert step50["state"] == "running" and step50["epochs"] == 11
-    assert step50["best_window_val_error"] == pytest.approx(1.0) and step50["best_window_end_epoch"] == 9
-    assert step50["final_val_error"] == 4.0 and step50["best_single_val_error"] == 1.0
-    assert rows["constant"]["state"] == "not finished"
-
-
-def test_search_choice_takes_the_lowest_window_once_every_candidate_is_done(tmp_path):
-    """Nothing is chosen while a candidate runs; then the lowest best-window error wins, and training
-    time is where its window ends."""
-    for name in DFA_SEARCH.candidates:
-        _curve(tmp_path, DFA_SEARCH, name, [3.0] * 10, done=name != "step50")
-    _curve(tmp_path, DFA_SEARCH, "lr3e-4_step100", [3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 3.0, 3.0])
-    assert DFA_SEARCH.choice(DFA_SEARCH.summary(tmp_path)) is None       # step50 still running
-    _curve(tmp_path, DFA_SEARCH, "step50", [2.9] * 10)                    # flat: the earliest window wins the tie
-    choice = DFA_SEARCH.choice(DFA_SEARCH.summary(tmp_path))
-    assert choice["candidate"] == "lr3e-4_step100" and choice["best_window_end_epoch"] == 7
-    assert choice["settings"] == {"optim.lr": 3e-4, "trainer.lr_schedule": "step",
-                                  "trainer.lr_step_epochs": 100, "trainer.max_epochs": 7}
-    _curve(tmp_path, DFA_SEARCH, "lr3e-4_step100", [3.0] * 10)
-    choice = DFA_SEARCH.choice(DFA_SEARCH.summary(tmp_path))
-    assert choice["candidate"] == "step50"
-    assert choice["settings"] == {"optim.lr": 1e-4, "trainer.lr_schedule": "step", "trainer.lr_step_epochs": 50,
-                                  "trainer.max_epochs": 5}
-
-
-@pytest.mark.parametrize("key", list(SEARCHES))
-def test_search_candidates_pin_the_protocol_defaults_whatever_the_preset_chose(key):
-    """Rerun after the preset names its choice, the candidates must still train what they name."""
-    search = SEARCHES[key]
-    for name, job in zip(search.candidates, search.jobs()):
-        cfg = compose_config(*job.overrides)
-        want = search.settings(name)
-        assert cfg.optim.lr == float(want["optim.lr"]) and cfg.trainer.lr_schedule == want["trainer.lr_schedule"]
-        assert cfg.trainer.max_epochs == int(want["trainer.max_epochs"])
-        assert cfg.data.split == "validation" and cfg.method.name == search.method
-        assert cfg.data.name == search.data and cfg.dropout.name == "paper"
-    fast = compose_config(*SEARCHES["dropout-search"].jobs()[-1].overrides)
-    assert (fast.optim.lr, fast.trainer.lr_schedule, fast.trainer.lr_step_epochs) == (3e-4, "step", 100)
 
 
 def test_reproduce_status_and_summary_run_without_training(tmp_path, capsys):
@@ -281,20 +230,3 @@ def test_the_experiments_train_the_flagged_cells_as_their_paragraphs_say():
     assert (cfg.model.activation, cfg.method.name, cfg.trainer.stop_train_error, cfg.trainer.max_epochs) == (
         "relu", "bp", 0, 100)
     assert set(j.name for j in jobs) <= set(j.name for j in campaign_jobs(["experiments"], [0]))
-
-
-def test_a_second_search_says_whether_it_chose_what_its_row_runs(tmp_path):
-    """FA's own search of a dropout row is set against DFA's, whose choice the row runs."""
-    search_table = load_script("reproduction").search_table
-    row, fa = SEARCHES["cifar10-dropout-search"], SEARCHES["cifar10-fa-dropout-search"]
-    for name in fa.candidates:
-        _curve(tmp_path, fa, name, [2.0] * 10 if name == "lr3e-4" else [3.0] * 10)
-    assert "**lr3e-4**" in search_table(tmp_path, "cifar10-fa-dropout-search", "### FA")
-    assert "the row's own search (DFA) has not chosen yet" in search_table(tmp_path, "cifar10-fa-dropout-search", "h")
-    for name in row.candidates:
-        _curve(tmp_path, row, name, [2.0] * 10 if name == "constant" else [3.0] * 10)
-    text = search_table(tmp_path, "cifar10-fa-dropout-search", "### FA")
-    assert "not the same LR and schedule as the row's choice (DFA's **constant**)" in text
-    _curve(tmp_path, fa, "constant", [1.0] * 10)
-    text = search_table(tmp_path, "cifar10-fa-dropout-search", "### FA")
-    assert "**constant**" in text and "the same LR and schedule as the row's choice (DFA's **constant**)" in text

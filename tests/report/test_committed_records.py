@@ -92,7 +92,8 @@ def test_a_stale_block_is_caught(tmp_path):
 def test_the_dropout_preset_carries_the_committed_search_choice(search):
     """Once a row's committed validation search is complete, the row's preset sets exactly what it chose."""
     import yaml
-    from dfa_cli.campaign.plans import PRESETS, SEARCHES
+    from dfa_cli.campaign.plans import PRESETS
+    from dfa_cli.campaign.searches import SEARCHES
     s = SEARCHES[search]
     choice = s.choice(s.summary(RECORDS))
     if choice is None:
