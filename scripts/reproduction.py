@@ -40,7 +40,7 @@ from dfa_cli.report.collect import collect  # noqa: E402
 from dfa_cli.report.plateau import curve_facts, noise_markdown, plateau_markdown  # noqa: E402
 from dfa_cli.report import rules as every_rule  # noqa: E402
 from dfa_cli.campaign.runner import preset_sets  # noqa: E402
-from dfa_cli.campaign.plans import PRESETS, SUMMED_STEP_CELLS  # noqa: E402
+from dfa_cli.campaign.plans import PRESETS, RULE_NETS, SUMMED_STEP_CELLS  # noqa: E402
 from dfa_cli.campaign.searches import DROPOUT_SEARCH, METHOD_DROPOUT_SEARCHES, SEARCHES  # noqa: E402
 from dfa_cli.report.spec import TABLES  # noqa: E402
 
@@ -410,10 +410,14 @@ def rules_block(records: Path, figure_files: list[Path], page: Path) -> str:
     """The front page's every-rule table: the eleven rules on three nets, on the author's step."""
     runs = every_rule.collect_rules([records / f for f in RULE_FOLDERS if (records / f).is_dir()])
     cells = runs.groupby(["net", "rule"]).size()
+    planned = {name: len(RULE_NETS["_".join(key)][1]) for key, name in every_rule.NETS.items()}   # seeds per cell
+    complete = sum(int(n >= planned[net]) for (net, _), n in cells.items())
     parts = [f"The campaign's `rules` plan (`python scripts/reproduce.py rules`; records `results/paper/rules/`, with "
              f"2x800 DFA and 7x240 BP from Table 1's measurement and CIFAR-10's BP, FA and DFA from Table 2): "
              f"{len(cells)} of its {len(every_rule.NETS) * len(every_rule.RULES)} cells have a record "
-             f"({len(runs)} runs).", "", every_rule.table_markdown(runs), ""]
+             f"({len(runs)} runs), {complete} all the seeds the plan gives them "
+             f"({', '.join(f'{n} per {net} cell' for net, n in planned.items())}).", "", every_rule.table_markdown(runs), "",
+             "Each rule against BP on the same net and seeds:", "", every_rule.paired_markdown(runs), ""]
     for f in of_kind(figure_files, "rules_errors") + of_kind(figure_files, "rules_alignment"):   # the table's first
         parts += [f"![{f.stem}]({link(f, page)})", ""]
     shown = ", ".join(f"{k} {v}" for k, v in BIOTORCH_LENET_MNIST.items())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .cells import t_interval
 from .collect import collect, read_metrics
 from .spec import METRICS, PROTOCOL_REDUCTION, SUMMARY
 
@@ -90,6 +91,41 @@ def table_markdown(runs: pd.DataFrame) -> str:
             "shallow cannot start from zero: sign(0) = 0 feeds nothing back, IFA's error reaches the layers "
             "above the first only through their weights, and shallow's hidden layers never learn.")
     return "\n".join(lines + [""] + notes)
+
+
+def _signed(value: float) -> str:
+    return f"{round(value, 2) + 0.0:+.2f}"   # (+ 0.0: a rounded -0.0 reads +0.00)
+
+
+def _paired_cell(diffs: list[float]) -> str:
+    if not diffs:
+        return "—"
+    mean, low, high = t_interval(diffs)
+    if low != low:   # one pair: no interval
+        return f"{_signed(mean)} n=1"
+    verdict = " higher" if low > 0 else " lower" if high < 0 else ""
+    return f"{_signed(mean)} [{_signed(low)}, {_signed(high)}]{verdict} n={len(diffs)}"
+
+
+def paired_markdown(runs: pd.DataFrame) -> str:
+    """Nets × rules: each rule's test error − BP's over the seeds both ran on the net (a seed is the
+    same data order for every rule), the mean and its 95 % t-interval, as Tables 1–2 give them."""
+    others = [r for r in RULES if r != "bp"]
+    lines = [f"| Net | {' | '.join(f'{RULE_NAMES[r]} − BP' for r in others)} |", "|---|" + "---|" * len(others)]
+    for net in NETS.values():
+        here = runs[runs["net"] == net]
+        bp = {seed: error for seed, error in zip(here.loc[here["rule"] == "bp", "seed"],
+                                                 here.loc[here["rule"] == "bp", "test_error"]) if error == error}
+        cells = []
+        for rule in others:
+            mine = here[here["rule"] == rule]
+            cells.append(_paired_cell([error - bp[seed] for seed, error in zip(mine["seed"], mine["test_error"])
+                                       if seed in bp and error == error]))
+        lines.append(f"| {net} | {' | '.join(cells)} |")
+    note = ("- Rule − BP, test error % at the last epoch, over the seeds both ran (diverged runs left out): mean, "
+            "95 % t-interval (n − 1 degrees of freedom), n = matched seeds; 'higher' / 'lower': the interval "
+            "excludes 0. One pair gives no interval.")
+    return "\n".join(lines + ["", note])
 
 
 def last_alignment(path: Path) -> list[float | None] | None:

@@ -150,6 +150,20 @@ def test_the_progress_line_counts_seeds_per_cell(tmp_path):
     assert line.startswith("**2 of Table 1's 28 paper cells**") and "; 1 more with shortened runs only" in line, line
 
 
+def test_the_rules_block_counts_the_cells_that_have_all_their_seeds(tmp_path):
+    """A 2x800 cell needs seeds 0–2 to count as whole, a CIFAR-10 cell seed 0 (the plan's seeds)."""
+    import shutil
+    module = load_script("reproduction")
+    for s in (0, 1, 2):
+        shutil.copytree(RECORDS / "rules" / f"mnist_fc800x2_tanh_drtp_s{s}", tmp_path / "rules" / f"drtp_s{s}")
+    shutil.copytree(RECORDS / "rules" / "mnist_fc800x2_tanh_bp_s0", tmp_path / "rules" / "bp_s0")
+    shutil.copytree(RECORDS / "cifar10" / "fc1000x3_tanh_dfa_s0", tmp_path / "cifar10" / "dfa_s0")
+    block = module.rules_block(tmp_path, [], REPO / "README.md")
+    assert "3 of its 33 cells have a record (5 runs), 2 all the seeds the plan gives them (3 per MNIST 2x800 " \
+           "tanh cell, 3 per MNIST 7x240 tanh cell, 1 per CIFAR-10 3x1000 tanh cell)." in block, block[:400]
+    assert "| MNIST 2x800 tanh | — | — | — | — | +2.54 n=1 | — |" in block   # DRTP − BP: seed 0 only, 4.17 − 1.63
+
+
 def test_the_table1_measurement_decides_once_every_cell_has_three_seeds(tmp_path):
     """docs/differences.md's verdict: it waits while a cell has fewer than three seeds on the summed
     step, keeps Table 1 when all four are within their tolerance, and reruns it when one is not."""

@@ -80,3 +80,24 @@ def test_every_rule_of_the_plan_is_a_column_of_the_table(rule):
     summary = {"method": overrides["method"], "feedback": overrides.get("method.feedback", "uniform"),
                "density": float(overrides.get("method.density", 1.0))}
     assert rules.rule_of(summary) == rule
+
+
+def test_each_rule_is_set_against_bp_over_the_seeds_both_ran(tmp_path):
+    """Rule − BP per matched seed, mean and 95 % t-interval, by hand: DRTP − BP = 2.4, 2.6, 2.4
+    → mean 2.4667, sd 0.11547, half-width t(0.975, 2) · sd/√3 = 4.3027 · 0.066667 = 0.2868."""
+    for seed, (bp, drtp) in enumerate(((1.60, 4.00), (1.70, 4.30), (1.80, 4.20))):
+        _run(tmp_path, f"bp{seed}", method="bp", seed=seed, test_error=bp)
+        _run(tmp_path, f"drtp{seed}", method="drtp", seed=seed, test_error=drtp)
+    _run(tmp_path, "usf0", method="usf", seed=0, test_error=1.55)
+    _run(tmp_path, "usf1", method="usf", seed=1, test_error=1.75)      # −0.05, +0.05: mean 0, half 12.706 · 0.05
+    _run(tmp_path, "fa1", method="fa", seed=1, test_error=1.80)        # one pair: no interval
+    _run(tmp_path, "shallow3", method="shallow", seed=3, test_error=8.0)   # no BP run of seed 3: no pair
+    table = rules.paired_markdown(rules.collect_rules([tmp_path]))
+    header, _, row, *rest = table.splitlines()
+    columns = [c.strip() for c in header.split("|")[2:-1]]
+    cells = dict(zip(columns, (c.strip() for c in row.split("|")[2:-1])))
+    assert row.startswith("| MNIST 2x800 tanh") and len(columns) == 10 and "BP − BP" not in columns
+    assert cells["DRTP − BP"] == "+2.47 [+2.18, +2.75] higher n=3"
+    assert cells["uSF − BP"] == "+0.00 [-0.64, +0.64] n=2"
+    assert cells["FA − BP"] == "+0.10 n=1" and cells["shallow − BP"] == "—" and cells["DFA − BP"] == "—"
+    assert all(set(line.split("|")[2:-1]) == {" — "} for line in rest[:2])   # 7x240, CIFAR-10: no runs
