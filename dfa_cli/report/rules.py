@@ -173,8 +173,12 @@ def draw_alignment(runs: pd.DataFrame, out: Path, net: str = "MNIST 2x800 tanh")
         ax = axes[0][0]
         for x, (rule, angles) in enumerate(measured):
             for i, angle in enumerate(angles):
-                if angle is not None:   # (shallow: no update, no angle)
-                    ax.bar(x - 0.4 + width * (i + 0.5), angle, width * 0.9, color=plots.colour(RULES[rule][0]),
+                at = x - 0.4 + width * (i + 0.5)
+                if angle is None or angle < 1:   # a bar too low to see says so: BP's 0°, shallow's no update
+                    ax.text(at, 1.5, "none" if angle is None else f"{angle:.0f}°", ha="center", va="bottom",
+                            fontsize=7, rotation=90, color="#444444")
+                if angle is not None:
+                    ax.bar(at, angle, width * 0.9, color=plots.colour(RULES[rule][0]),
                            alpha=0.45 + 0.55 * i / max(1, layers - 1))
         ax.axhline(90, color="#666666", lw=0.8, ls="--")
         ax.set_xticks(range(len(measured)), [RULE_NAMES[r] for r, _ in measured], rotation=30)
