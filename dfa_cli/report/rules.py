@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 
 from .cells import t_interval
 from .collect import collect, read_metrics
 from .spec import METRICS, PROTOCOL_REDUCTION, SUMMARY
+from .views import paired_text
 
 # label → (method, DFA's feedback kind, density); the column order of the table
 RULES = {"bp": ("bp", "uniform", 1.0), "fa": ("fa", "uniform", 1.0), "dfa": ("dfa", "uniform", 1.0),
@@ -93,18 +95,11 @@ def table_markdown(runs: pd.DataFrame) -> str:
     return "\n".join(lines + [""] + notes)
 
 
-def _signed(value: float) -> str:
-    return f"{round(value, 2) + 0.0:+.2f}"   # (+ 0.0: a rounded -0.0 reads +0.00)
-
-
 def _paired_cell(diffs: list[float]) -> str:
-    if not diffs:
-        return "—"
+    """As Tables 1–2's paired view writes a cell (``views.paired_text``)."""
     mean, low, high = t_interval(diffs)
-    if low != low:   # one pair: no interval
-        return f"{_signed(mean)} n=1"
-    verdict = " higher" if low > 0 else " lower" if high < 0 else ""
-    return f"{_signed(mean)} [{_signed(low)}, {_signed(high)}]{verdict} n={len(diffs)}"
+    return paired_text(SimpleNamespace(n_pairs=len(diffs), setting="", mark="", mean_diff=mean, ci_low=low,
+                                       ci_high=high), digits=2)
 
 
 def paired_markdown(runs: pd.DataFrame) -> str:
