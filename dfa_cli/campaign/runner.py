@@ -109,7 +109,9 @@ class Campaign:
         self.widening: dict[str, int] = {}   # job → the threads it resumes with once paused
         self.failed: dict[str, str] = {}
         self.stopping = False
-        self._records_index: dict[str, list[tuple[str, float, int]]] = {}   # cell → (folder, wall, epochs)
+        # cell → (folder, dataset, wall seconds, epochs) of each record
+        self._records_index: dict[str, list[tuple[str, str | None, float, int]]] = {}
+        self._datasets: set[str] = set()     # the datasets the records name
         self._pace = 1.0
         self._records_read = float("-inf")   # when both were last read (``_reread``)
 
@@ -229,8 +231,9 @@ class Campaign:
     def expected_seconds(self, job: Job) -> float:
         """What the job should still take: the committed records of its cell (same row and method,
         any seed) say how long a run took; without any, those of the same net and rule in another
-        folder (a rerun, e.g. on another loss reduction); without those, the plan's estimate. Times
-        this machine's pace; a resumed run has spent part of it already."""
+        folder (a rerun, e.g. on another loss reduction, or the every-rule table's
+        ``rules/mnist_<row>_<rule>`` beside Table 1's ``mnist/<row>_<rule>``); without those, the
+        plan's estimate. Times this machine's pace; a resumed run has spent part of it already."""
         walls = [w for name in job.record_names for w, _ in self._cell_records(name, same_folder=True)] or \
             [w for name in job.record_names for w, _ in self._cell_records(name, same_folder=False)]
         total = (sum(walls) / len(walls) if walls else job.cost) * self.pace()
@@ -247,11 +250,17 @@ class Campaign:
 
     def _cell_records(self, name: str, same_folder: bool) -> list[tuple[float, int]]:
         """(wall seconds, epochs) of each committed record of ``name``'s cell, any seed: in its own
-        folder, or of the same net and rule in any folder."""
+        folder, or of the same net and rule on the same dataset in any folder. The dataset is the
+        first word of the name that is one (``rules/mnist_fc240x7_tanh_fa`` is mnist's
+        ``fc240x7_tanh_fa``, as ``mnist-summed-step/fc240x7_tanh_fa`` is)."""
         self._reread()
         folder, _, rest = name.rpartition("/")
         cell = rest.rsplit("_s", 1)[0]
-        return [(w, e) for f, w, e in self._records_index.get(cell, []) if f == folder or not same_folder]
+        dataset = next((w for w in re.split(r"[/_-]", name) if w in self._datasets), None)
+        if dataset and cell.startswith(f"{dataset}_"):
+            cell = cell[len(dataset) + 1:]
+        return [(w, e) for f, d, w, e in self._records_index.get(cell, [])
+                if (f == folder or not same_folder) and (d == dataset or None in (d, dataset))]
 
     def _reread(self) -> None:
         """The records' times and the pace, read again once they are a minute old (records land and
@@ -264,7 +273,11 @@ class Campaign:
             s = json.loads(summary.read_text())
             if match and s.get("wall_seconds"):
                 folder = summary.parent.parent.relative_to(self.records).as_posix()
-                self._records_index.setdefault(match[1], []).append((folder, s["wall_seconds"], s.get("epochs") or 0))
+                dataset, cell = s.get("data"), match[1]
+                if dataset and cell.startswith(f"{dataset}_"):   # indexed as the dataset's own cell
+                    cell = cell[len(dataset) + 1:]
+                self._records_index.setdefault(cell, []).append((folder, dataset, s["wall_seconds"], s.get("epochs") or 0))
+        self._datasets = {d for records in self._records_index.values() for _, d, _, _ in records if d}
         self._records_read = time.time()   # before the pace: its _cell_records reads this index
         ratios = []
         for job in self.jobs:

@@ -274,6 +274,29 @@ def test_the_expected_time_is_scaled_by_this_machines_pace(tmp_path):
     assert campaign([rerun]).pace() == pytest.approx(1.9)
 
 
+def test_a_cell_named_with_its_dataset_takes_the_times_of_that_datasets_cell(tmp_path):
+    """The every-rule table's ``rules/mnist_<row>_<rule>`` is Table 1's ``mnist/<row>_<rule>``: with no
+    records of its own it takes theirs, and not those of the same row on another dataset. Its own
+    records, once there, count first, and count for the plain name too."""
+    records, state = tmp_path / "records", tmp_path / "state"
+
+    def record(name, wall, data):
+        (records / name).mkdir(parents=True)
+        (records / name / "summary.json").write_text(json.dumps({"wall_seconds": wall, "epochs": 100, "data": data}))
+    record("mnist/a_fa_s0", 3000.0, "mnist")
+    record("cifar10/a_fa_s0", 9000.0, "cifar10")
+    rule = Job("rules/mnist_a_fa_s1", [], (1,), cost=600.0, stage=1)
+    other_rule = Job("rules/mnist_a_ifa_s0", [], (0,), cost=600.0, stage=1)
+
+    def campaign():
+        return Campaign([], records, state, deadline=time.time() + 3600)
+    assert campaign().expected_seconds(rule) == pytest.approx(3000.0)
+    assert campaign().expected_seconds(other_rule) == pytest.approx(600.0)   # no record of IFA anywhere
+    record("rules/mnist_a_fa_s0", 2000.0, "mnist")
+    assert campaign().expected_seconds(rule) == pytest.approx(2000.0)        # its own folder first
+    assert campaign().expected_seconds(Job("mnist-rerun/a_fa_s0", [], (0,))) == pytest.approx(2500.0)
+
+
 def test_no_job_starts_while_a_widened_job_holds_the_threads(tmp_path):
     """Once a job took the freed slot's thread, a job that fits later (a new pace) waits for it."""
     campaign = Campaign([], tmp_path, tmp_path, parallel=2, threads=1)
