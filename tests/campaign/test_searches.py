@@ -70,7 +70,7 @@ def test_search_candidates_pin_the_protocol_defaults_whatever_the_preset_chose(k
 
 def test_a_second_search_says_whether_it_chose_what_its_row_runs(tmp_path):
     """FA's own search of a dropout row is set against DFA's, whose choice the row runs."""
-    search_table = load_script("reproduction").search_table
+    search_table = load_script("reproduction_tables").search_table
     row, fa = SEARCHES["cifar10-dropout-search"], SEARCHES["cifar10-fa-dropout-search"]
     for name in fa.candidates:
         write_search_curve(tmp_path, fa, name, [2.0] * 10 if name == "lr3e-4" else [3.0] * 10)

@@ -52,11 +52,11 @@ def test_no_checkpoint_is_committed():
 
 
 def test_the_readme_table_is_the_one_the_records_give():
-    module = load_script("reproduction")
+    module, tables = load_script("reproduction"), load_script("reproduction_tables")
     front = next(b for b in module.BLOCKS if b.name == "table1")
     assert front.page == REPO / "README.md"
-    assert module.table_markdown([RECORDS / "mnist"], "mnist", parts=("cells",),
-                                 loss_reduction=module.TABLE1.reduction) in module.current(front), \
+    assert tables.table_markdown([RECORDS / "mnist"], "mnist", parts=("cells",),
+                                 loss_reduction=tables.TABLE1.reduction) in module.current(front), \
         "README's Table 1 block is stale: run python scripts/reproduction.py"
 
 
@@ -133,7 +133,7 @@ def test_the_progress_line_counts_seeds_per_cell(tmp_path):
     """Seed 1 of one cell does not make every cell look three seeds deep; the bounded 100x240 BP run
     is no cell, and a shortened run of a cell with a paper value is counted apart, not as the protocol."""
     import shutil
-    module = load_script("reproduction")
+    module = load_script("reproduction_tables")
     names = [f"fc800x1_tanh_dfa_s{s}" for s in (0, 1, 2)] + ["fc800x1_tanh_bp_s0", "fc240x100_tanh_bp_s0"]
     for name in names:
         shutil.copytree(RECORDS / "mnist" / name, tmp_path / "mnist" / name)
@@ -153,7 +153,7 @@ def test_the_progress_line_counts_seeds_per_cell(tmp_path):
 def test_the_rules_block_counts_the_cells_that_have_all_their_seeds(tmp_path):
     """A 2x800 cell needs seeds 0–2 to count as whole, a CIFAR-10 cell seed 0 (the plan's seeds)."""
     import shutil
-    module = load_script("reproduction")
+    module = load_script("reproduction_experiments")
     for s in (0, 1, 2):
         shutil.copytree(RECORDS / "rules" / f"mnist_fc800x2_tanh_drtp_s{s}", tmp_path / "rules" / f"drtp_s{s}")
     shutil.copytree(RECORDS / "rules" / "mnist_fc800x2_tanh_bp_s0", tmp_path / "rules" / "bp_s0")
@@ -168,7 +168,7 @@ def test_the_table1_measurement_decides_once_every_cell_has_three_seeds(tmp_path
     """docs/differences.md's verdict: it waits while a cell has fewer than three seeds on the summed
     step, keeps Table 1 when all four are within their tolerance, and reruns it when one is not."""
     import shutil
-    module = load_script("reproduction")
+    module = load_script("reproduction_experiments")
     for row, method in module.SUMMED_STEP_CELLS:
         for folder in ("mnist", module.SUMMED_STEP):
             for run in (RECORDS / folder).glob(f"{row}_{method}_s*"):
