@@ -81,6 +81,12 @@ def default_state_dir() -> Path:
         Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "dfa-cli" / "campaign"
 
 
+def _without_dataset(cell: str, dataset: str | None) -> str:
+    """``mnist_fc240x7_tanh_fa`` → ``fc240x7_tanh_fa`` for mnist: a cell named with its dataset is
+    that dataset's cell (the every-rule table's names beside Table 1's)."""
+    return cell[len(dataset) + 1:] if dataset and cell.startswith(f"{dataset}_") else cell
+
+
 def _stage(job: Job) -> int:
     if job.stage is not None:
         return job.stage
@@ -257,9 +263,7 @@ class Campaign:
         folder, _, rest = name.rpartition("/")
         cell = rest.rsplit("_s", 1)[0]
         dataset = next((w for w in re.split(r"[/_-]", name) if w in self._datasets), None)
-        if dataset and cell.startswith(f"{dataset}_"):
-            cell = cell[len(dataset) + 1:]
-        return [(w, e) for f, d, w, e in self._records_index.get(cell, [])
+        return [(w, e) for f, d, w, e in self._records_index.get(_without_dataset(cell, dataset), [])
                 if (f == folder or not same_folder) and (d == dataset or None in (d, dataset))]
 
     def _reread(self) -> None:
@@ -273,9 +277,7 @@ class Campaign:
             s = json.loads(summary.read_text())
             if match and s.get("wall_seconds"):
                 folder = summary.parent.parent.relative_to(self.records).as_posix()
-                dataset, cell = s.get("data"), match[1]
-                if dataset and cell.startswith(f"{dataset}_"):   # indexed as the dataset's own cell
-                    cell = cell[len(dataset) + 1:]
+                dataset, cell = s.get("data"), _without_dataset(match[1], s.get("data"))
                 self._records_index.setdefault(cell, []).append((folder, dataset, s["wall_seconds"], s.get("epochs") or 0))
         self._datasets = {d for records in self._records_index.values() for _, d, _, _ in records if d}
         self._records_read = time.time()   # before the pace: its _cell_records reads this index
