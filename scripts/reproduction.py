@@ -44,6 +44,7 @@ from reproduction_tables import (DIFFER, DIFFERENCES_PAGE, README, RECORDS, REPR
 from reproduction_experiments import (EXPERIMENT_PREFIX, EXPERIMENT_RUNS, FIGURE_RUNS,  # noqa: E402
                                       FULL_SIZE_PREFIX, RULE_FOLDERS, TABLE2_FULL_SIZE, figures_block,
                                       full_size_block, rules_block, summed_step_block)
+from reproduction_findings import FindingUnsupported, findings_block  # noqa: E402
 
 FIGURES = REPO / "docs" / "reproduction"
 
@@ -112,6 +113,7 @@ BLOCKS = [Block("table1", README, partial(table_block, TABLE1)),
           Block("table2-details", REPRODUCTION_PAGE, partial(details_block, TABLE2)),
           Block("figures", README, figures_block),
           Block("rules", README, rules_block),
+          Block("rules-findings", README, findings_block),
           Block("table2-plateau", DIFFERENCES_PAGE, partial(plateau_block, TABLE2)),
           Block("table2-full-size-last-batch", DIFFERENCES_PAGE, full_size_block),
           Block("table1-summed-step", DIFFERENCES_PAGE, summed_step_block)]
@@ -141,12 +143,13 @@ def stale_blocks(records: Path) -> list[str]:
 
 
 def rewrite(records: Path) -> None:
+    """Every block from the records, written only once all of them could be made."""
     figure_files = figures(records, FIGURES)
-    for b in BLOCKS:
+    bodies = [(b, generated(b, records, figure_files)) for b in BLOCKS]
+    for b, body in bodies:
         text = b.page.read_text()
-        old = current(b)
         start = start_marker(b.name)
-        b.page.write_text(text.replace(start + old, start + generated(b, records, figure_files), 1))
+        b.page.write_text(text.replace(start + current(b), start + body, 1))
         print(f"reproduction: {b.page.relative_to(REPO)} block {b.name!r} regenerated from {records}",
               file=sys.stderr)
 
@@ -159,6 +162,13 @@ def main() -> None:
     p.add_argument("--flagged", action="store_true", help="print each ⚑ cell's runs: how they stopped, their "
                    "last epochs' spread")
     args = p.parse_args()
+    try:
+        run(args)
+    except FindingUnsupported as e:
+        sys.exit(f"reproduction: {e} (the findings' prose: scripts/reproduction_findings.md).")
+
+
+def run(args: argparse.Namespace) -> None:
     missing = missing_paragraphs(DIFFERENCES_PAGE.read_text(), args.records) if args.check or args.flagged else []
     if args.flagged:
         for cell in (c for t in TABLES_SHOWN for c in flagged_cells(args.records, t)):
