@@ -18,6 +18,7 @@ from .collect import read_metrics
 from .spec import METRICS, SUMMARY
 
 PLATEAU_EPOCHS = 50   # the plateau: the mean test error over a run's last 50 epochs
+SPIKE_POINTS = 3.0    # a spike: an epoch this many points above its run's median over those epochs
 
 
 class CurveFacts(NamedTuple):
@@ -26,6 +27,7 @@ class CurveFacts(NamedTuple):
     plateau: float                # mean test error % over the last ``window`` epochs
     window: int                   # how many epochs ``plateau`` averages (fewer if the run is shorter)
     swing: float                  # mean |Δ test error| between consecutive epochs, over the same epochs
+    spikes: int                   # epochs of the same window > SPIKE_POINTS above its median (each counts twice in swing)
     lowest: float                 # the lowest test error % of any epoch ...
     lowest_epoch: int             # ... at this epoch (the first, on a tie)
     train_end: float              # online training error % at the last epoch
@@ -45,8 +47,10 @@ def curve_facts(run: Path, train_level: float | None = None, window: int = PLATE
     steps = [abs(test[i] - test[i - 1]) for i in range(max(1, len(test) - window), len(test))]   # vs the epoch before
     reaches = None if train_level is None else next(
         (int(r["epoch"]) for r in rows if float(r["train_error"]) <= train_level), None)
+    median = statistics.median(tail)
     return CurveFacts(epochs=int(rows[-1]["epoch"]), last=test[-1], plateau=sum(tail) / len(tail), window=len(tail),
-                      swing=sum(steps) / len(steps) if steps else math.nan, lowest=test[low], lowest_epoch=int(rows[low]["epoch"]),
+                      swing=sum(steps) / len(steps) if steps else math.nan,
+                      spikes=sum(t > median + SPIKE_POINTS for t in tail), lowest=test[low], lowest_epoch=int(rows[low]["epoch"]),
                       train_end=float(rows[-1]["train_error"]), train_at_lowest=float(rows[low]["train_error"]),
                       reaches_train=reaches)
 
@@ -103,7 +107,8 @@ def _cell_facts(cell) -> list[CurveFacts]:
 def noise_markdown(cells) -> str:
     """Per row and rule, over a cell's seeds: the plateau (the mean test error of the last
     ``PLATEAU_EPOCHS`` epochs) and the swing (the mean |Δ test error| between consecutive epochs over
-    them), each as the mean over seeds. ``cells``: dfa-report's cell frame."""
+    them), each as the mean over seeds, and the spikes over all its seeds' runs. ``cells``: dfa-report's
+    cell frame."""
     methods = list(dict.fromkeys(cells["method"]))
     lines = [f"| Model | {' | '.join(m.upper() for m in methods)} |", "|---|" + "---|" * len(methods)]
     for row, row_cells in cells.groupby("row", sort=False):
@@ -113,8 +118,11 @@ def noise_markdown(cells) -> str:
             facts = by_method.get(m) or []
             shown.append("—" if not facts else
                          f"{statistics.fmean(f.plateau for f in facts):.2f}, swing "
-                         f"{statistics.fmean(f.swing for f in facts):.2f} (n={len(facts)})")
+                         f"{statistics.fmean(f.swing for f in facts):.2f}, spikes {sum(f.spikes for f in facts)} "
+                         f"(n={len(facts)})")
         lines.append(f"| {row} | {' | '.join(shown)} |")
     return "\n".join(lines + ["", f"- Plateau: the mean test error % over a run's last {PLATEAU_EPOCHS} epochs; swing: "
                               "the mean |Δ test error| (points) between each of those epochs and the one before; "
-                              "both averaged over the cell's seeds (n)."])
+                              "both averaged over the cell's seeds (n). Spikes: those epochs, over all the cell's "
+                              f"runs, whose test error lies more than {SPIKE_POINTS:g} points above their run's median "
+                              "over the same epochs: a one-epoch jump that the swing counts twice, there and back."])

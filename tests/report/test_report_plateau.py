@@ -25,7 +25,14 @@ def test_plateau_lowest_and_training_error_of_a_swinging_curve(tmp_path):
     assert f.swing == pytest.approx((5 + 2 + 4 + 5) / 4)                # |49−44|, |47−49|, |51−47|, |46−51|
     assert (f.lowest, f.lowest_epoch, f.train_at_lowest, f.train_end) == (44.0, 3, 20.0, 1.0)
     assert f.reaches_train == 6                                         # 2.5 ≤ 2.5 at epoch 6, not before
+    assert f.spikes == 0                                                # median 48: 51 is 3 above, not more
 
+
+def test_a_spike_is_an_epoch_more_than_three_points_above_its_windows_median(tmp_path):
+    run = write_curve(tmp_path / "r", test=[47.0, 46.0, 58.7, 46.5, 47.0, 50.1, 46.8], train=[1.0] * 7)
+    f = curve_facts(run, window=6)                                      # epochs 2–7, median 46.9
+    assert f.spikes == 2                                                # 58.7 and 50.1 (3.2 above); 47.0 is not
+    assert f.swing == pytest.approx((1 + 12.7 + 12.2 + 0.5 + 3.1 + 3.3) / 6)
 
 def test_a_short_run_averages_what_it_has_and_an_unreached_level_is_none(tmp_path):
     run = write_curve(tmp_path / "r", test=[3.0, 2.0, 2.0], train=[5.0, 4.0, 3.5])
@@ -70,5 +77,5 @@ def test_the_markdown_gives_each_run_and_a_mean_row_only_for_a_cell_of_several_s
         "| DFA, seed 0 | 49.00 | 50.50 | 3.00 | 49.00 (2) | 2.00; 2.00 | not reached | 46.4 ± 0.4 (3.2) |"]
     from dfa_cli.report.plateau import noise_markdown
     assert noise_markdown(cells).splitlines()[:3] == [
-        "| Model | BP | DFA |", "|---|---|---|", "| 1x1000 tanh | 47.75, swing 2.50 (n=2) | 50.50, swing 3.00 (n=1) |"]
+        "| Model | BP | DFA |", "|---|---|---|", "| 1x1000 tanh | 47.75, swing 2.50, spikes 0 (n=2) | 50.50, swing 3.00, spikes 0 (n=1) |"]
     assert lines[0].startswith("Table 2: every full-protocol run") and lines.count("**1x1000 tanh**") == 1
