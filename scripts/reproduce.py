@@ -55,6 +55,21 @@ def _deadline(text: str) -> float:
     return at.timestamp()
 
 
+def status_by_folder(campaign: Campaign, jobs: list, rows: list[dict]) -> str:
+    """One line per records folder (``rules``, ``cifar10``, …): records done of planned, and the
+    machine hours still to go, in the order the campaign reaches them."""
+    folders: dict[str, list] = {}   # folder → [done, planned, hours to go]
+    for row in rows:
+        tally = folders.setdefault(row["job"].split("/")[0], [0, 0, 0.0])
+        tally[0] += row["state"] == "done"
+        tally[1] += 1
+    for job in jobs:
+        if not campaign.done(job):
+            folders[job.record_names[0].split("/")[0]][2] += campaign.expected_seconds(job) / 3600
+    return "by folder: " + "; ".join(f"{name} {done}/{planned} ({hours:.1f} h to go)"
+                                     for name, (done, planned, hours) in folders.items())
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("plans", nargs="+", choices=CHOICES, metavar="plan",
@@ -103,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{r['state']:8} {r['job']:62} {r['epochs'] or 0:>4} ep {err:>8} {r['hours']:6.2f} h  {r['stop'] or ''}")
         done = sum(r["state"] == "done" for r in rows)
         left = sum(campaign.expected_seconds(job) for job in jobs if not campaign.done(job)) / 3600
+        print(status_by_folder(campaign, jobs, rows))
         print(f"{done}/{len(rows)} records done; {sum(r['hours'] for r in rows):.1f} machine hours so far, "
               f"roughly {left:.0f} to go (the records' times, else the plan's estimates, at this machine's "
               f"pace ×{campaign.pace():.2f}); state in {state}")

@@ -3,6 +3,7 @@ themselves: test_searches.py)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -141,6 +142,11 @@ def test_reproduce_status_and_summary_run_without_training(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "cifar10/conv_tanh_dfa_s0" in out and "mnist-figures/" in out
     assert "0/" in out.splitlines()[-1]
+    by_folder = out.splitlines()[-2]   # every planned record counted once, under its folder
+    counts = re.findall(r"(\S+) (\d+)/(\d+) \(([\d.]+) h to go\)", by_folder)
+    assert by_folder.startswith("by folder: ") and {"mnist", "cifar10", "rules"} <= {c[0] for c in counts}
+    total = int(out.splitlines()[-1].split(" records done")[0].split("/")[1])
+    assert sum(int(c[2]) for c in counts) == total and all(c[1] == "0" and float(c[3]) > 0 for c in counts)
     reproduce(["table2", "--summary", *env_state])
     summary = json.loads(capsys.readouterr().out)
     assert list(summary) == ["cifar10-dropout-search", "cifar10-fa-dropout-search"]
