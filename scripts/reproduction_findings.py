@@ -24,7 +24,8 @@ import jinja2  # noqa: E402
 from dfa_cli.campaign.plans import RULE_NETS  # noqa: E402
 from dfa_cli.report import rules as every_rule  # noqa: E402
 from dfa_cli.report.cells import t_interval  # noqa: E402
-from dfa_cli.report.spec import SUMMARY  # noqa: E402
+from dfa_cli.report.collect import read_metrics  # noqa: E402
+from dfa_cli.report.spec import METRICS, SUMMARY  # noqa: E402
 from reproduction_experiments import RULE_FOLDERS  # noqa: E402
 from reproduction_tables import TABLE1, cells_frame, row_name  # noqa: E402
 
@@ -131,6 +132,22 @@ class RuleFacts:
         """How many of the cell's seeds met the stopping rule (the others ran out of epochs or diverged)."""
         return sum(_summary(p).get("stop_reason") == "converged" for p in self._cell(net, rule)["path"])
 
+    def setbacks(self, net: str, rule: str, points: float = 2.0) -> Quoted:
+        """Per seed, the epochs whose online training error is more than ``points`` above the epoch
+        before's: fewest–most over the seeds (``.mean``: the most)."""
+        counts = []
+        for path in self._cell(net, rule)["path"]:
+            train = [float(r["train_error"]) for r in read_metrics(Path(path) / METRICS)[0]]
+            counts.append(sum(b - a > points for a, b in zip(train, train[1:])))
+        return Quoted(span([float(c) for c in counts], 0), max(counts))
+
+    def largest_setback(self, net: str, rule: str) -> Quoted:
+        """The largest rise of the online training error from one epoch to the next, points, over the seeds."""
+        rises = [b - a for path in self._cell(net, rule)["path"]
+                 for train in [[float(r["train_error"]) for r in read_metrics(Path(path) / METRICS)[0]]]
+                 for a, b in zip(train, train[1:])]
+        return Quoted(f"{max(rises):.0f}", max(rises))
+
     def epochs(self, net: str, rule: str) -> str:
         """How many epochs the seeds trained, fewest–most."""
         return span([float(_summary(p)["epochs"]) for p in self._cell(net, rule)["path"]], 0)
@@ -174,5 +191,6 @@ def findings_block(records: Path, figure_files: list[Path], page: Path) -> str:
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                                      keep_trailing_newline=False)
     names = {name: getattr(facts, name) for name in ("cell", "diff", "seeds", "train", "train_mean", "epochs",
-                                                     "converged", "angles", "table1", "paper1")}
+                                                     "converged", "setbacks", "largest_setback", "angles", "table1",
+                                                     "paper1")}
     return environment.from_string(TEMPLATE.read_text()).render(holds=holds, **names).strip()

@@ -66,3 +66,14 @@ def test_a_claim_the_records_do_not_bear_stops_the_block_with_one_sentence(findi
         module.main()
     assert str(stopped.value) == ("reproduction: the findings claim that DRTP beats DFA on 2x800, which the "
                                   "records no longer bear (the findings' prose: scripts/reproduction_findings.md).")
+
+
+def test_setbacks_count_the_epochs_whose_training_error_rose_more_than_two_points(findings, drtp_and_dfa):
+    shutil.copytree(RECORDS / "rules" / "mnist_fc800x2_tanh_drtp_s2", drtp_and_dfa / "rules" / "drtp_s2")
+    train = [5.0, 3.0, 6.5, 6.0, 8.5, 8.0]    # 3 → 6.5 and 6 → 8.5 rise more than 2 points: two setbacks
+    rows = [{"epoch": i + 1, "train_error": t, "test_error": 4.0} for i, t in enumerate(train)]
+    (drtp_and_dfa / "rules" / "drtp_s0" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    facts = findings.RuleFacts(drtp_and_dfa, ("rules",))
+    assert facts.setbacks("2x800", "drtp") == "0–2" and facts.setbacks("2x800", "drtp").mean == 2
+    assert facts.largest_setback("2x800", "drtp").mean == pytest.approx(3.5)
+    assert facts.setbacks("2x800", "dfa") == "0"
