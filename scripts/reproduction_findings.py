@@ -38,11 +38,12 @@ class FindingUnsupported(ValueError):
 
 
 class Quoted(str):
-    """A number as the prose prints it (``"2.71 ± 0.25"``), with the mean it stands for, for ``holds``."""
+    """A number as the prose prints it (``"2.71 ± 0.25"``), with the value it stands for (there the
+    mean; each function says which), for ``holds``."""
 
-    def __new__(cls, text: str, mean: float):
+    def __new__(cls, text: str, value: float):
         quoted = super().__new__(cls, text)
-        quoted.mean = mean
+        quoted.value = value
         return quoted
 
 
@@ -134,7 +135,7 @@ class RuleFacts:
 
     def setbacks(self, net: str, rule: str, points: float = 2.0) -> Quoted:
         """Per seed, the epochs whose online training error is more than ``points`` above the epoch
-        before's: fewest–most over the seeds (``.mean``: the most)."""
+        before's: fewest–most over the seeds (``.value``: the most)."""
         counts = []
         for path in self._cell(net, rule)["path"]:
             train = [float(r["train_error"]) for r in read_metrics(Path(path) / METRICS)[0]]

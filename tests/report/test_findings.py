@@ -32,7 +32,7 @@ def drtp_and_dfa(tmp_path):
 
 def test_a_finding_cannot_cite_a_cell_before_it_has_all_its_seeds(findings, drtp_and_dfa):
     facts = findings.RuleFacts(drtp_and_dfa, ("rules",))
-    assert facts.cell("2x800", "dfa").startswith(f"{facts.cell('2x800', 'dfa').mean:.2f} ± ")
+    assert facts.cell("2x800", "dfa").startswith(f"{facts.cell('2x800', 'dfa').value:.2f} ± ")
     with pytest.raises(findings.FindingUnsupported, match="MNIST 2x800 tanh DRTP, which still lacks seed\\(s\\) 2"):
         facts.cell("2x800", "drtp")
     with pytest.raises(findings.FindingUnsupported, match="does not have"):
@@ -74,6 +74,6 @@ def test_setbacks_count_the_epochs_whose_training_error_rose_more_than_two_point
     rows = [{"epoch": i + 1, "train_error": t, "test_error": 4.0} for i, t in enumerate(train)]
     (drtp_and_dfa / "rules" / "drtp_s0" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     facts = findings.RuleFacts(drtp_and_dfa, ("rules",))
-    assert facts.setbacks("2x800", "drtp") == "0–2" and facts.setbacks("2x800", "drtp").mean == 2
-    assert facts.largest_setback("2x800", "drtp").mean == pytest.approx(3.5)
+    assert facts.setbacks("2x800", "drtp") == "0–2" and facts.setbacks("2x800", "drtp").value == 2
+    assert facts.largest_setback("2x800", "drtp").value == pytest.approx(3.5)
     assert facts.setbacks("2x800", "dfa") == "0"
