@@ -57,7 +57,7 @@ def _deadline(text: str) -> float:
 
 def status_by_folder(campaign: Campaign, jobs: list, rows: list[dict]) -> str:
     """One line per records folder (``rules``, ``cifar10``, …): records done of planned, and the
-    machine hours still to go, in the order the campaign reaches them."""
+    machine hours still to go, in the order the plans list them."""
     folders: dict[str, list] = {}   # folder → [done, planned, hours to go]
     for row in rows:
         tally = folders.setdefault(row["job"].split("/")[0], [0, 0, 0.0])
