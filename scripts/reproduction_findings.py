@@ -58,6 +58,12 @@ def _summary(path) -> dict:
     return json.loads((Path(path) / SUMMARY).read_text())
 
 
+def _training_rises(path) -> list[float]:
+    """A run's online training error % minus the epoch before's, from its second epoch on."""
+    train = [float(r["train_error"]) for r in read_metrics(Path(path) / METRICS)[0]]
+    return [b - a for a, b in zip(train, train[1:])]
+
+
 def signed(value: float, digits: int = 2) -> str:
     return f"{value:+.{digits}f}".replace("-", MINUS)
 
@@ -112,8 +118,8 @@ class RuleFacts:
 
     def diff(self, net: str, rule: str, baseline: str) -> Paired:
         """``rule`` − ``baseline`` over the seeds both ran, neither diverged."""
-        theirs = {s: e for s, e in zip(self._cell(net, baseline)["seed"], self._cell(net, baseline)["test_error"])}
-        mine = self._cell(net, rule)
+        base, mine = self._cell(net, baseline), self._cell(net, rule)
+        theirs = dict(zip(base["seed"], base["test_error"]))
         return Paired([e - theirs[s] for s, e in zip(mine["seed"], mine["test_error"])
                        if s in theirs and e == e and theirs[s] == theirs[s]])
 
@@ -136,18 +142,13 @@ class RuleFacts:
     def setbacks(self, net: str, rule: str, points: float = 2.0) -> Quoted:
         """Per seed, the epochs whose online training error is more than ``points`` above the epoch
         before's: fewest–most over the seeds (``.value``: the most)."""
-        counts = []
-        for path in self._cell(net, rule)["path"]:
-            train = [float(r["train_error"]) for r in read_metrics(Path(path) / METRICS)[0]]
-            counts.append(sum(b - a > points for a, b in zip(train, train[1:])))
+        counts = [sum(rise > points for rise in _training_rises(path)) for path in self._cell(net, rule)["path"]]
         return Quoted(span([float(c) for c in counts], 0), max(counts))
 
     def largest_setback(self, net: str, rule: str) -> Quoted:
         """The largest rise of the online training error from one epoch to the next, points, over the seeds."""
-        rises = [b - a for path in self._cell(net, rule)["path"]
-                 for train in [[float(r["train_error"]) for r in read_metrics(Path(path) / METRICS)[0]]]
-                 for a, b in zip(train, train[1:])]
-        return Quoted(f"{max(rises):.0f}", max(rises))
+        largest = max(max(_training_rises(path)) for path in self._cell(net, rule)["path"])
+        return Quoted(f"{largest:.0f}", largest)
 
     def epochs(self, net: str, rule: str) -> str:
         """How many epochs the seeds trained, fewest–most."""
