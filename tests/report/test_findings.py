@@ -54,7 +54,7 @@ def test_a_paired_difference_is_the_hand_computed_t_interval(findings, drtp_and_
     assert flipped.signed == f"{-mean:+.2f}".replace("-", "\u2212")
 
 
-def test_a_claim_the_records_do_not_bear_stops_the_block_with_one_sentence(findings, tmp_path, monkeypatch, capsys):
+def test_a_claim_the_records_do_not_bear_stops_the_block_with_one_sentence(findings, tmp_path, monkeypatch):
     assert findings.holds(True, "anything") == ""
     module = load_script("reproduction")
     template = tmp_path / "findings.md"
