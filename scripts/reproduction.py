@@ -45,6 +45,7 @@ from reproduction_experiments import (EXPERIMENT_PREFIX, EXPERIMENT_RUNS, FIGURE
                                       FULL_SIZE_PREFIX, RULE_FOLDERS, TABLE2_FULL_SIZE, figures_block,
                                       full_size_block, rules_block, summed_step_block)
 from reproduction_findings import FindingUnsupported, findings_block  # noqa: E402
+from reproduction_table2_findings import table2_findings_block  # noqa: E402
 
 FIGURES = REPO / "docs" / "reproduction"
 
@@ -110,6 +111,7 @@ class Block(NamedTuple):
 BLOCKS = [Block("table1", README, partial(table_block, TABLE1)),
           Block("table1-details", REPRODUCTION_PAGE, partial(details_block, TABLE1)),
           Block("table2", README, partial(table_block, TABLE2)),
+          Block("table2-findings", README, table2_findings_block),
           Block("table2-details", REPRODUCTION_PAGE, partial(details_block, TABLE2)),
           Block("figures", README, figures_block),
           Block("rules", README, rules_block),
@@ -165,7 +167,7 @@ def main() -> None:
     try:
         run(args)
     except FindingUnsupported as e:
-        sys.exit(f"reproduction: {e} (the findings' prose: scripts/reproduction_findings.md).")
+        sys.exit(f"reproduction: {e}.")
 
 
 def run(args: argparse.Namespace) -> None:

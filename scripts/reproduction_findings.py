@@ -186,13 +186,23 @@ class RuleFacts:
         return rows.iloc[0]
 
 
+def render(template: Path, **names) -> str:
+    """``template`` (Jinja) rendered with ``names`` and ``holds``; a claim or cell the records do not
+    bear stops it with :class:`FindingUnsupported`, naming the template that made it."""
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                                     keep_trailing_newline=False)
+    try:
+        return environment.from_string(template.read_text()).render(holds=holds, **names).strip()
+    except FindingUnsupported as e:
+        shown = template.relative_to(REPO) if template.is_relative_to(REPO) else template
+        raise FindingUnsupported(f"{e} (the prose: {shown})") from None
+
+
 def findings_block(records: Path, figure_files: list[Path], page: Path) -> str:
     """The README's findings under the every-rule table: the template rendered with the records' facts
     (``cell``, ``diff`` and the rest: :class:`RuleFacts`)."""
     facts = RuleFacts(records, RULE_FOLDERS)
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                                     keep_trailing_newline=False)
     names = {name: getattr(facts, name) for name in ("cell", "diff", "seeds", "train", "train_mean", "epochs",
                                                      "converged", "setbacks", "largest_setback", "angles", "table1",
                                                      "paper1")}
-    return environment.from_string(TEMPLATE.read_text()).render(holds=holds, **names).strip()
+    return render(TEMPLATE, **names)

@@ -28,6 +28,8 @@ class CurveFacts(NamedTuple):
     window: int                   # how many epochs ``plateau`` averages (fewer if the run is shorter)
     swing: float                  # mean |Δ test error| between consecutive epochs, over the same epochs
     spikes: int                   # epochs of the same window > SPIKE_POINTS above its median (each counts twice in swing)
+    spike_errors: tuple           # ... their test errors %, in epoch order
+    calm_swing: float             # the swing with each spike replaced by the mean of its nearest calm neighbours
     lowest: float                 # the lowest test error % of any epoch ...
     lowest_epoch: int             # ... at this epoch (the first, on a tie)
     train_end: float              # online training error % at the last epoch
@@ -44,15 +46,35 @@ def curve_facts(run: Path, train_level: float | None = None, window: int = PLATE
     test = [float(r["test_error"]) for r in rows]
     low = min(range(len(test)), key=test.__getitem__)
     tail = test[-window:]
-    steps = [abs(test[i] - test[i - 1]) for i in range(max(1, len(test) - window), len(test))]   # vs the epoch before
     reaches = None if train_level is None else next(
         (int(r["epoch"]) for r in rows if float(r["train_error"]) <= train_level), None)
     median = statistics.median(tail)
+    first = len(test) - len(tail)
+    spiked = [first + i for i, t in enumerate(tail) if t > median + SPIKE_POINTS]
     return CurveFacts(epochs=int(rows[-1]["epoch"]), last=test[-1], plateau=sum(tail) / len(tail), window=len(tail),
-                      swing=sum(steps) / len(steps) if steps else math.nan,
-                      spikes=sum(t > median + SPIKE_POINTS for t in tail), lowest=test[low], lowest_epoch=int(rows[low]["epoch"]),
+                      swing=_swing(test, window),
+                      spikes=len(spiked), spike_errors=tuple(test[i] for i in spiked),
+                      calm_swing=_swing(_without(test, set(spiked)), window), lowest=test[low], lowest_epoch=int(rows[low]["epoch"]),
                       train_end=float(rows[-1]["train_error"]), train_at_lowest=float(rows[low]["train_error"]),
                       reaches_train=reaches)
+
+
+def _swing(test: list[float], window: int) -> float:
+    """The mean |Δ test error| between each of the last ``window`` epochs and the one before."""
+    steps = [abs(test[i] - test[i - 1]) for i in range(max(1, len(test) - window), len(test))]
+    return sum(steps) / len(steps) if steps else math.nan
+
+
+def _without(test: list[float], spiked: set[int]) -> list[float]:
+    """``test`` with each spiked epoch replaced by the mean of the nearest epochs on either side that
+    are not spikes (one side at the run's ends): the curve as it would run without its jumps."""
+    calm = [i for i in range(len(test)) if i not in spiked]
+    out = list(test)
+    for i in spiked:
+        sides = [j for j in (max((j for j in calm if j < i), default=None),
+                             min((j for j in calm if j > i), default=None)) if j is not None]
+        out[i] = sum(test[j] for j in sides) / len(sides) if sides else test[i]
+    return out
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -65,7 +65,7 @@ def test_a_claim_the_records_do_not_bear_stops_the_block_with_one_sentence(findi
     with pytest.raises(SystemExit) as stopped:
         module.main()
     assert str(stopped.value) == ("reproduction: the findings claim that DRTP beats DFA on 2x800, which the "
-                                  "records no longer bear (the findings' prose: scripts/reproduction_findings.md).")
+                                  f"records no longer bear (the prose: {template}).")
 
 
 def test_setbacks_count_the_epochs_whose_training_error_rose_more_than_two_points(findings, drtp_and_dfa):
