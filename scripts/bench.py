@@ -51,7 +51,7 @@ from dfa_cli.training.engine import Trainer  # noqa: E402
 from dfa_cli.training.fast import supported  # noqa: E402
 from dfa_cli.nets.fc import FCNet  # noqa: E402
 from dfa_cli.training.optim import FusedRMSprop  # noqa: E402
-from dfa_cli.runs.records import RunRecord, device_name  # noqa: E402
+from dfa_cli.runs.records import RunRecord, cpu_capability, device_name  # noqa: E402
 
 MODELS = {"fc800x1": [800], "fc800x2": [800] * 2, "fc800x3": [800] * 3, "fc240x7": [240] * 7,
           "fc240x100": [240] * 100}
@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="dfa-bench-") as tmp:   # the trainers' throwaway records
         measure_rows = measure_custom if args.custom else measure
         rows = measure_rows(args, data, device, Path(tmp))
-    info = {"device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
+    name = device_name(device) + (f" {cpu_capability()}" if device.type == "cpu" else "")
+    info = {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "data": data.name, "train_size": args.train_size,
             "repeats": args.repeats, "rows": rows}
     print(f"{info['device_name']} ({device}), {info['threads']} thread(s), torch {torch.__version__}, "

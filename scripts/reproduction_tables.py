@@ -87,8 +87,8 @@ def progress(records: Path, table: Table) -> str:
     search = summaries(table.searches_in(records) / f"{table.data}-validation")
     everything = records_of + search
     hours = sum(s.get("wall_seconds") or 0 for s in everything) / 3600
-    machines = sorted({f"{s.get('device_name', '?')} ({s.get('device', '?')}, {s.get('threads', '?')} thread(s))"
-                       for s in everything})
+    machines = sorted({f"{s.get('device_name', '?')}{' ' + s['cpu_capability'] if s.get('cpu_capability') else ''} "
+                       f"({s.get('device', '?')}, {s.get('threads', '?')} thread(s))" for s in everything})
     dates = sorted(s.get("finished_at", "")[:10] for s in everything if s.get("finished_at"))
     span = ("—" if not dates else f"on {dates[0]}" if dates[0] == dates[-1] else f"between {dates[0]} and {dates[-1]}")
     shortened = (f"; {len(short)} more with shortened runs only, marked in the table" if len(short) else "")

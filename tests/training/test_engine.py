@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from dfa_cli.training import engine
 from dfa_cli.runs.records import METRICS, SUMMARY
@@ -104,6 +105,7 @@ def test_summary_holds_the_contract_fields(fake_mnist, tmp_path):
                 "git_commit", "variant"):
         assert key in s, key
     assert (s["model"], s["activation"], s["data"], s["method"]) == ("fc16x2", "logistic", "mnist", "dfa")
+    assert s["device"] == "cpu" and s["cpu_capability"] == torch.backends.cpu.get_cpu_capability()   # AVX512 or AVX2
     rows = read_metrics(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert set(rows[0]) >= {"train_loss", "train_error", "test_loss", "test_error", "lr", "seconds"}
