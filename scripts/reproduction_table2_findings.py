@@ -95,17 +95,17 @@ class Table2Facts:
     def epochs(self, cell: Cell, step: str = "sum") -> str:
         return span([float(f.epochs) for f in self.runs(cell, step)], 0)
 
+    def single_epoch_spikes(self, cell: Cell, step: str = "sum") -> bool:
+        """No two of a run's spikes are consecutive epochs: each is one epoch up and back."""
+        return all(b - a > 1 for f in self.runs(cell, step) for a, b in zip(f.spike_epochs, f.spike_epochs[1:]))
+
     def paper(self, cell: Cell) -> Quoted:
         """The paper's cell, ``mean ± std`` as it prints it (``.value``: the mean)."""
-        cell = self._cell(*cell, "sum", recorded=False)
-        return Quoted(cell.paper_text.split(" (")[0], float(cell.paper_mean))
+        row = self._cell(*cell, "sum", recorded=False)
+        return Quoted(row.paper_text.split(" (")[0], float(row.paper_mean))
 
     def paper_std(self, cell: Cell) -> float:
         return float(self._cell(*cell, "sum", recorded=False).paper_std)
-
-    def last(self, cell: Cell, step: str = "sum") -> Quoted:
-        """The table's number: the test error % at the last epoch, mean over the seeds."""
-        return self._mean(cell, step, "last")
 
     def fall(self, cell: Cell) -> Quoted:
         """How far the plateau fell from the first pass to the rerun, points (negative: it rose)."""
@@ -164,6 +164,6 @@ def table2_findings_block(records: Path, figure_files: list[Path], page: Path) -
     """The README's paragraph on Table 2: the template rendered with :class:`Table2Facts`."""
     facts = Table2Facts(records)
     names = {name: getattr(facts, name) for name in (
-        "plateau", "swing", "calm_swing", "spikes", "spike_errors", "epochs", "paper", "paper_std", "last", "fall",
+        "plateau", "swing", "calm_swing", "spikes", "spike_errors", "single_epoch_spikes", "epochs", "paper", "paper_std", "fall",
         "above_paper", "swings", "run_swings", "spike_counts", "records", "coverage", "whole", "flagged", "delta")}
     return render(TEMPLATE, aim=SWING_AIM, count=count, **names)

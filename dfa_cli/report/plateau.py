@@ -28,7 +28,8 @@ class CurveFacts(NamedTuple):
     window: int                   # how many epochs ``plateau`` averages (fewer if the run is shorter)
     swing: float                  # mean |Δ test error| between consecutive epochs, over the same epochs
     spikes: int                   # epochs of the same window > SPIKE_POINTS above its median (each counts twice in swing)
-    spike_errors: tuple           # ... their test errors %, in epoch order
+    spike_epochs: tuple           # ... which epochs those are
+    spike_errors: tuple           # ... and their test errors %
     calm_swing: float             # the swing with each spike replaced by the mean of its nearest calm neighbours
     lowest: float                 # the lowest test error % of any epoch ...
     lowest_epoch: int             # ... at this epoch (the first, on a tie)
@@ -53,7 +54,8 @@ def curve_facts(run: Path, train_level: float | None = None, window: int = PLATE
     spiked = [first + i for i, t in enumerate(tail) if t > median + SPIKE_POINTS]
     return CurveFacts(epochs=int(rows[-1]["epoch"]), last=test[-1], plateau=sum(tail) / len(tail), window=len(tail),
                       swing=_swing(test, window),
-                      spikes=len(spiked), spike_errors=tuple(test[i] for i in spiked),
+                      spikes=len(spiked), spike_epochs=tuple(int(rows[i]["epoch"]) for i in spiked),
+                      spike_errors=tuple(test[i] for i in spiked),
                       calm_swing=_swing(_without(test, set(spiked)), window), lowest=test[low], lowest_epoch=int(rows[low]["epoch"]),
                       train_end=float(rows[-1]["train_error"]), train_at_lowest=float(rows[low]["train_error"]),
                       reaches_train=reaches)

@@ -33,7 +33,7 @@ def test_a_spike_is_an_epoch_more_than_three_points_above_its_windows_median(tmp
     f = curve_facts(run, window=6)                                      # epochs 2–7, median 46.9
     assert f.spikes == 2                                                # 58.7 and 50.1 (3.2 above); 47.0 is not
     assert f.swing == pytest.approx((1 + 12.7 + 12.2 + 0.5 + 3.1 + 3.3) / 6)
-    assert f.spike_errors == (58.7, 50.1)
+    assert (f.spike_epochs, f.spike_errors) == ((3, 6), (58.7, 50.1))
     # without them: 58.7 → (46.0 + 46.5) / 2, 50.1 → (47.0 + 46.8) / 2; the curve 47, 46, 46.25, 46.5, 47, 46.9, 46.8
     assert f.calm_swing == pytest.approx((1 + 0.25 + 0.25 + 0.5 + 0.1 + 0.1) / 6)
 
@@ -41,7 +41,7 @@ def test_a_spike_is_an_epoch_more_than_three_points_above_its_windows_median(tmp
 def test_without_its_spikes_a_run_takes_the_nearest_calm_epochs_on_either_side(tmp_path):
     run = write_curve(tmp_path / "r", test=[47.0, 47.2, 55.0, 56.0, 47.4, 47.0, 47.1, 60.0], train=[1.0] * 8)
     f = curve_facts(run, window=8)                                      # median 47.3: 55, 56 and 60 spike
-    assert f.spikes == 3
+    assert f.spikes == 3 and f.spike_epochs == (3, 4, 8)
     # 55 and 56 side by side both become (47.2 + 47.4) / 2; 60, the last epoch, its one calm neighbour's 47.1
     assert f.calm_swing == pytest.approx((0.2 + 0.1 + 0 + 0.1 + 0.4 + 0.1 + 0) / 7)
 

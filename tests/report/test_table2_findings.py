@@ -74,3 +74,14 @@ def test_a_claim_the_records_no_longer_bear_stops_the_block_with_one_sentence(pa
     assert str(stopped.value) == ("the findings claim that 3x1000 DFA swings by more than 1.1 points an epoch, and by "
                                   "less without its spikes, which the records no longer bear "
                                   "(the prose: scripts/reproduction_table2_findings.md)")
+
+
+def test_spikes_called_single_epochs_must_be_single_epochs(paragraph, records):
+    run = records / "cifar10" / "fc1000x3_tanh_dfa_s0"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    first = next(i for i, r in enumerate(rows) if r["epoch"] > len(rows) - 50 and r["test_error"] < 50)
+    rows[first]["test_error"] = rows[first + 1]["test_error"] = 60.0   # one spike two epochs long
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert not paragraph.Table2Facts(records).single_epoch_spikes(DEEP_DFA)
+    with pytest.raises(paragraph.FindingUnsupported, match="3x1000 DFA's spikes are single epochs"):
+        paragraph.table2_findings_block(records, [], REPO / "README.md")
