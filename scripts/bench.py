@@ -4,11 +4,12 @@
     python scripts/bench.py --device cpu --models fc800x2 --throughput   # + sweep throughput, 1 vs 2 jobs
     python scripts/bench.py --json bench.json                      # also write the numbers
     python scripts/bench.py --device cpu --threads 1 --custom dfa_cli.examples.nets:ResMLP   # your model
+    python scripts/bench.py --device cpu --threads 1 --data cifar10   # Table 2's nets, fc1000x1 and fc1000x3
 
-Every row trains batch 64 on the same data (MNIST from ``--data-root``/``$DFA_DATA_DIR``, the first
-``--train-size`` examples, else random data of its shape), in this process, at ``--threads``, and is
-reported as seconds per 60,000-example training pass (no evaluation), the device synchronised at
-both ends. Rows:
+Every row trains batch 64 on the same data (``--data``, MNIST or CIFAR-10, from
+``--data-root``/``$DFA_DATA_DIR``, the first ``--train-size`` examples, else random data of its shape),
+in this process, at ``--threads``, and is reported as seconds per training pass of the whole set
+(MNIST 60,000 examples, CIFAR-10 50,000; no evaluation), the device synchronised at both ends. Rows:
 
 - **GEMM floor**: only the step's matrix products, back to back, at the same shapes: forward
   ``h W`` per layer, weight gradients ``hᵀδ``, and for DFA the one ``e B`` (BP: the input gradients
@@ -31,12 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -54,17 +57,33 @@ from dfa_cli.training.optim import FusedRMSprop  # noqa: E402
 from dfa_cli.runs.records import RunRecord, cpu_capability, device_name  # noqa: E402
 
 MODELS = {"fc800x1": [800], "fc800x2": [800] * 2, "fc800x3": [800] * 3, "fc240x7": [240] * 7,
-          "fc240x100": [240] * 100}
-EPOCH, BATCH = 60000, 64
+          "fc240x100": [240] * 100, "fc1000x1": [1000], "fc1000x3": [1000] * 3}
+BATCH = 64
 
 
-def bench_data(n: int, root, device) -> Dataset:
-    """The first ``n`` MNIST examples when ``root`` holds MNIST, else random data of its shape."""
-    if root and (Path(root) / "MNIST" / "raw").is_dir():
-        return load_dataset("mnist", root, download=False, subset=n, test_subset=10000).to(device)
+class DataSet(NamedTuple):
+    folder: str          # under the data root, in torchvision's layout
+    shape: tuple         # one example's
+    epoch: int           # training examples in one pass of the whole set
+    models: str          # the nets its table trains (the default --models)
+
+
+DATA_SETS = {"mnist": DataSet("MNIST/raw", (1, 28, 28), 60000, "fc800x1,fc800x2,fc800x3,fc240x7,fc240x100"),
+             "cifar10": DataSet("cifar-10-batches-py", (3, 32, 32), 50000, "fc1000x1,fc1000x3")}
+
+
+def bench_data(name: str, n: int, root, device) -> Dataset:
+    """The first ``n`` examples of ``name`` when ``root`` holds it, else random data of its shape."""
+    if root and (Path(root) / DATA_SETS[name].folder).is_dir():
+        return load_dataset(name, root, download=False, subset=n, test_subset=10000).to(device)
+    shape = DATA_SETS[name].shape
     g = torch.Generator().manual_seed(0)
-    x, y = torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g)
-    return Dataset("random", x, y, x[:1000], y[:1000], (1, 28, 28), 10, "").to(device)
+    x, y = torch.rand(n, math.prod(shape), generator=g), torch.randint(0, 10, (n,), generator=g)
+    return Dataset("random", x, y, x[:1000], y[:1000], shape, 10, "").to(device)
+
+
+def inputs(data: Dataset) -> int:
+    return math.prod(data.input_shape)
 
 
 def sync(device) -> None:
@@ -105,7 +124,7 @@ def gemm_floor(sizes: list[int], method: str, steps: int, device) -> float:
 
 def make_trainer(method: str, hidden, data: Dataset, device, seeds, tmp: Path) -> Trainer:
     """dfa-cli's engine set up as dfa-run sets it up on ``device`` (fast step and fused RMSprop on the CPU)."""
-    model = FCNet([784, *hidden, 10], "tanh", method, seeds, init="uniform").to(device)
+    model = FCNet([inputs(data), *hidden, 10], "tanh", method, seeds, init="uniform").to(device)
     cpu = device.type == "cpu"
     opt = (FusedRMSprop(model.parameters(), lr=1e-4, alpha=0.99, eps=1e-8) if cpu else
            torch.optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.99, eps=1e-8, capturable=True))
@@ -114,10 +133,11 @@ def make_trainer(method: str, hidden, data: Dataset, device, seeds, tmp: Path) -
                    fast_step=cpu and supported(model))
 
 
-def custom_trainer(method: str, target: str, kwargs: dict, data: Dataset, device, tmp: Path) -> Trainer:
-    """A model of your own as dfa-run builds it (seed 0, MNIST's shape), with the same RMSprop as above."""
+def custom_trainer(method: str, target: str, kwargs: dict, data: Dataset, data_name: str, device,
+                   tmp: Path) -> Trainer:
+    """A model of your own as dfa-run builds it (seed 0, the data set's shape), with the same RMSprop as above."""
     cfg = OmegaConf.create({"model": {"target": target, "kwargs": kwargs}, "method": {"name": method},
-                            "data": {"name": "mnist"}})
+                            "data": {"name": data_name}})
     model = custom.build(cfg, seed=0).to(device)
     cpu = device.type == "cpu"
     opt = (FusedRMSprop(model.parameters(), lr=1e-4, alpha=0.99, eps=1e-8) if cpu else
@@ -130,14 +150,14 @@ def measure_custom(args, data: Dataset, device, tmp: Path) -> list[dict]:
     """DFA through the feedback API against BP on the same model of your own, timed alternately."""
     kwargs = json.loads(args.custom_kwargs)
     label = custom.label(OmegaConf.create({"target": args.custom, "kwargs": kwargs}))
-    trainers = {m: custom_trainer(m, args.custom, kwargs, data, device, tmp) for m in ("dfa", "bp")}
+    trainers = {m: custom_trainer(m, args.custom, kwargs, data, args.data, device, tmp) for m in ("dfa", "bp")}
     for trainer in trainers.values():
         trainer._train_epoch(0)                            # warm-up: compiles the fused optimizer
     best = {m: float("inf") for m in trainers}
     for _ in range(args.repeats):                          # alternate, keep the fastest of each
         for m, trainer in trainers.items():
             best[m] = min(best[m], timed_pass(trainer, device))
-    scale = EPOCH / len(data.x_train)
+    scale = DATA_SETS[args.data].epoch / len(data.x_train)
     return [{"model": label, "method": m, "variant": "feedback API (model=custom)",
              "s_per_epoch": scale * best[m], "vs_bp": best[m] / best["bp"]} for m in trainers]
 
@@ -152,7 +172,7 @@ def timed_pass(trainer: Trainer, device) -> float:
 
 def usual_loop(hidden, data: Dataset, device) -> float:
     """The baseline: nn.Sequential + DataLoader + RMSprop, back-propagation; one timed pass."""
-    layers, n_in = [], 784
+    layers, n_in = [], inputs(data)
     for width in hidden:
         layers += [nn.Linear(n_in, width), nn.Tanh()]
         n_in = width
@@ -178,7 +198,7 @@ def usual_loop(hidden, data: Dataset, device) -> float:
 
 
 def measure(args, data: Dataset, device, tmp: Path) -> list[dict]:
-    scale, steps = EPOCH / len(data.x_train), len(data.x_train) // BATCH
+    scale, steps = DATA_SETS[args.data].epoch / len(data.x_train), len(data.x_train) // BATCH
     rows = []
     for model_name in args.models.split(","):
         hidden = MODELS[model_name]
@@ -187,7 +207,7 @@ def measure(args, data: Dataset, device, tmp: Path) -> list[dict]:
             trainer._train_epoch(0)                       # warm-up: compiles the fused optimizer
             floor = ours = float("inf")
             for _ in range(args.repeats):                  # alternate, keep the fastest of each
-                floor = min(floor, gemm_floor([784, *hidden, 10], method, steps, device))
+                floor = min(floor, gemm_floor([inputs(data), *hidden, 10], method, steps, device))
                 ours = min(ours, timed_pass(trainer, device))
             rows += [{"model": model_name, "method": method, "variant": "GEMM floor", "s_per_epoch": scale * floor},
                      {"model": model_name, "method": method, "variant": "dfa-cli", "s_per_epoch": scale * ours}]
@@ -214,7 +234,8 @@ def throughput(args) -> list[dict]:
     for model_name in args.models.split(","):
         for jobs, threads in ((1, 2), (2, 1)):
             cmd = [sys.executable, __file__, "--worker", "--models", model_name, "--methods", "dfa",
-                   "--threads", str(threads), "--train-size", str(args.train_size), "--device", "cpu"]
+                   "--threads", str(threads), "--train-size", str(args.train_size), "--device", "cpu",
+                   "--data", args.data]
             start = time.perf_counter()
             procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(jobs)]
             seconds = [float(p.communicate()[0].split()[-1]) for p in procs]
@@ -227,14 +248,14 @@ def throughput(args) -> list[dict]:
 
 
 def worker(args) -> None:
-    """One whole epoch as dfa-run trains it (training pass and test pass), scaled to 60k examples."""
+    """One whole epoch as dfa-run trains it (training pass and test pass), scaled to the whole set."""
     device = torch.device("cpu")
-    data = bench_data(args.train_size, args.data_root, device)
+    data = bench_data(args.data, args.train_size, args.data_root, device)
     trainer = make_trainer("dfa", MODELS[args.models], data, device, [0], Path(tempfile.mkdtemp(prefix="dfa-bench-")))
     trainer._train_epoch(0)
     start = time.perf_counter()
     trainer._train_epoch(1)
-    train_pass = (time.perf_counter() - start) * EPOCH / len(data.x_train)
+    train_pass = (time.perf_counter() - start) * DATA_SETS[args.data].epoch / len(data.x_train)
     start = time.perf_counter()
     trainer.evaluate(data.x_test, data.y_test)
     print(train_pass + time.perf_counter() - start)
@@ -243,7 +264,8 @@ def worker(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--models", default="fc800x1,fc800x2,fc800x3,fc240x7,fc240x100")
+    p.add_argument("--data", choices=DATA_SETS, default="mnist", help="the data set (default mnist)")
+    p.add_argument("--models", default=None, help="comma-separated (default: the data set's table's nets)")
     p.add_argument("--methods", default="dfa,bp")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--stack", type=int, default=0, help="also N stacked seeds (0/1: skip)")
@@ -252,19 +274,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="alternating timings of floor and dfa-cli")
     p.add_argument("--throughput", action="store_true", help="also model-epochs/hour, 1 job x 2 threads vs 2 x 1")
     p.add_argument("--data-root", default=os.environ.get("DFA_DATA_DIR"),
-                   help="MNIST in torchvision's layout (default $DFA_DATA_DIR); random data without it")
+                   help="the data in torchvision's layout (default $DFA_DATA_DIR); random data without it")
     p.add_argument("--custom", default=None, metavar="MODULE:MODEL",
                    help="time a model of your own, DFA (feedback API) against BP, instead of the built-in nets")
     p.add_argument("--custom-kwargs", default="{}", help="its keyword arguments, as JSON")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.models = args.models or DATA_SETS[args.data].models
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
         return worker(args)
     device = torch.device(args.device)
-    data = bench_data(args.train_size, args.data_root, device)
+    data = bench_data(args.data, args.train_size, args.data_root, device)
     with tempfile.TemporaryDirectory(prefix="dfa-bench-") as tmp:   # the trainers' throwaway records
         measure_rows = measure_custom if args.custom else measure
         rows = measure_rows(args, data, device, Path(tmp))
@@ -273,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
             "torch": torch.__version__, "data": data.name, "train_size": args.train_size,
             "repeats": args.repeats, "rows": rows}
     print(f"{info['device_name']} ({device}), {info['threads']} thread(s), torch {torch.__version__}, "
-          f"{data.name} data, RMSprop, batch {BATCH}; seconds per 60k-example training pass")
+          f"{data.name} data, RMSprop, batch {BATCH}; seconds per {DATA_SETS[args.data].epoch:,}-example training pass")
     key, name = ("vs_bp", "× BP") if args.custom else ("vs_floor", "× floor")
     w = max(10, *(len(r["model"]) for r in rows))
     print(f"{'model':{w}} {'method':6} {'variant':36} {'s/epoch':>9} {name:>8}")

@@ -171,8 +171,9 @@ def test_bench_times_a_custom_model_by_dfa_and_by_bp(tmp_path):
     from argparse import Namespace
     from conftest import load_script
     bench = load_script("bench")
-    data = bench.bench_data(128, None, torch.device("cpu"))
-    args = Namespace(custom="dfa_cli.examples.nets:ResMLP", custom_kwargs='{"width": 8, "blocks": 1}', repeats=1)
+    data = bench.bench_data("mnist", 128, None, torch.device("cpu"))
+    args = Namespace(custom="dfa_cli.examples.nets:ResMLP", custom_kwargs='{"width": 8, "blocks": 1}', repeats=1,
+                     data="mnist")
     rows = bench.measure_custom(args, data, torch.device("cpu"), tmp_path)
     name = "dfa_cli.examples.nets:ResMLP(width=8, blocks=1)"
     assert [(r["model"], r["method"]) for r in rows] == [(name, "dfa"), (name, "bp")]

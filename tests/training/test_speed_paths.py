@@ -94,3 +94,14 @@ def test_benchmark_script_runs_and_writes_json(tmp_path, capsys):
     assert all(r["s_per_epoch"] > 0 and (r["vs_floor"] or 1) > 0 for r in rows)
     assert next(r for r in rows if r["variant"] == "GEMM floor")["vs_floor"] == 1.0
     assert "× floor" in capsys.readouterr().out
+
+
+def test_benchmark_times_table_2s_nets_on_cifar10s_shape(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    bench = load_script("bench")
+    assert bench.inputs(bench.bench_data("cifar10", 8, None, torch.device("cpu"))) == 3 * 32 * 32
+    bench.main(["--device", "cpu", "--data", "cifar10", "--models", "fc1000x1", "--methods", "dfa",
+                "--train-size", "128", "--repeats", "1", "--data-root", str(tmp_path), "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["variant"]) for r in rows] == [("fc1000x1", "GEMM floor"), ("fc1000x1", "dfa-cli")]
+    assert "50,000-example training pass" in capsys.readouterr().out   # (random data of CIFAR-10's shape here)
