@@ -150,9 +150,10 @@ class RuleFacts:
         largest = max(max(_training_rises(path)) for path in self._cell(net, rule)["path"])
         return Quoted(f"{largest:.0f}", largest)
 
-    def epochs(self, net: str, rule: str) -> str:
-        """How many epochs the seeds trained, fewest–most."""
-        return span([float(_summary(p)["epochs"]) for p in self._cell(net, rule)["path"]], 0)
+    def epochs(self, net: str, rule) -> str:
+        """How many epochs the seeds trained, fewest–most; ``rule`` may be a list, over all their seeds."""
+        rules = [rule] if isinstance(rule, str) else list(rule)
+        return span([float(_summary(p)["epochs"]) for r in rules for p in self._cell(net, r)["path"]], 0)
 
     def angles(self, net: str, rule: str, seed: int = 0) -> list[int]:
         """Per hidden layer, the angle (°) between the rule's δa and BP's at seed ``seed``'s last epoch."""

@@ -77,3 +77,12 @@ def test_setbacks_count_the_epochs_whose_training_error_rose_more_than_two_point
     assert facts.setbacks("2x800", "drtp") == "0–2" and facts.setbacks("2x800", "drtp").value == 2
     assert facts.largest_setback("2x800", "drtp").value == pytest.approx(3.5)
     assert facts.setbacks("2x800", "dfa") == "0"
+
+
+def test_epochs_of_several_rules_span_all_their_seeds(findings, drtp_and_dfa):
+    shutil.copytree(RECORDS / "rules" / "mnist_fc800x2_tanh_drtp_s2", drtp_and_dfa / "rules" / "drtp_s2")
+    facts = findings.RuleFacts(drtp_and_dfa, ("rules",))
+    epochs = [json.loads((drtp_and_dfa / "rules" / f"{rule}_s{s}" / "summary.json").read_text())["epochs"]
+              for rule in ("drtp", "dfa") for s in (0, 1, 2)]
+    assert facts.epochs("2x800", ["drtp", "dfa"]) == f"{min(epochs)}–{max(epochs)}"
+    assert facts.epochs("2x800", "dfa") == facts.epochs("2x800", ["dfa"])
