@@ -49,12 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from omegaconf import OmegaConf  # noqa: E402
 
 from dfa_cli.feedback import custom  # noqa: E402
-from dfa_cli.data.datasets import Dataset, load_dataset  # noqa: E402
+from dfa_cli.data.datasets import INPUT_SHAPES, LAYOUTS, Dataset, load_dataset  # noqa: E402
 from dfa_cli.training.engine import Trainer  # noqa: E402
 from dfa_cli.training.fast import supported  # noqa: E402
 from dfa_cli.nets.fc import FCNet  # noqa: E402
 from dfa_cli.training.optim import FusedRMSprop  # noqa: E402
-from dfa_cli.runs.records import RunRecord, cpu_capability, device_name  # noqa: E402
+from dfa_cli.runs.records import RunRecord, machine_name  # noqa: E402
 
 MODELS = {"fc800x1": [800], "fc800x2": [800] * 2, "fc800x3": [800] * 3, "fc240x7": [240] * 7,
           "fc240x100": [240] * 100, "fc1000x1": [1000], "fc1000x3": [1000] * 3}
@@ -62,21 +62,19 @@ BATCH = 64
 
 
 class DataSet(NamedTuple):
-    folder: str          # under the data root, in torchvision's layout
-    shape: tuple         # one example's
     epoch: int           # training examples in one pass of the whole set
     models: str          # the nets its table trains (the default --models)
 
 
-DATA_SETS = {"mnist": DataSet("MNIST/raw", (1, 28, 28), 60000, "fc800x1,fc800x2,fc800x3,fc240x7,fc240x100"),
-             "cifar10": DataSet("cifar-10-batches-py", (3, 32, 32), 50000, "fc1000x1,fc1000x3")}
+DATA_SETS = {"mnist": DataSet(60000, "fc800x1,fc800x2,fc800x3,fc240x7,fc240x100"),
+             "cifar10": DataSet(50000, "fc1000x1,fc1000x3")}
 
 
 def bench_data(name: str, n: int, root, device) -> Dataset:
     """The first ``n`` examples of ``name`` when ``root`` holds it, else random data of its shape."""
-    if root and (Path(root) / DATA_SETS[name].folder).is_dir():
+    if root and (Path(root) / LAYOUTS[name][0]).is_dir():
         return load_dataset(name, root, download=False, subset=n, test_subset=10000).to(device)
-    shape = DATA_SETS[name].shape
+    shape = INPUT_SHAPES[name]
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(n, math.prod(shape), generator=g), torch.randint(0, 10, (n,), generator=g)
     return Dataset("random", x, y, x[:1000], y[:1000], shape, 10, "").to(device)
@@ -291,8 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="dfa-bench-") as tmp:   # the trainers' throwaway records
         measure_rows = measure_custom if args.custom else measure
         rows = measure_rows(args, data, device, Path(tmp))
-    name = device_name(device) + (f" {cpu_capability()}" if device.type == "cpu" else "")
-    info = {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
+    info = {"device": str(device), "device_name": machine_name(device), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "data": data.name, "train_size": args.train_size,
             "repeats": args.repeats, "rows": rows}
     print(f"{info['device_name']} ({device}), {info['threads']} thread(s), torch {torch.__version__}, "

@@ -37,7 +37,7 @@ from dfa_cli.nets.conv import ConvNet  # noqa: E402
 from dfa_cli.data.datasets import Dataset  # noqa: E402
 from dfa_cli.training.engine import Trainer  # noqa: E402
 from dfa_cli.training.optim import FusedRMSprop  # noqa: E402
-from dfa_cli.runs.records import RunRecord, cpu_capability, device_name  # noqa: E402
+from dfa_cli.runs.records import RunRecord, machine_name  # noqa: E402
 
 EPOCH, BATCH, SHAPE, N_OUT = 50_000, 64, (3, 32, 32), 10
 
@@ -125,7 +125,7 @@ def main() -> None:
             row["test_pass_s"] = min(timed(test_pass, 1) for _ in range(2))
         rows.append(row)
         print(f"  done {method}", file=sys.stderr, flush=True)
-    info = {"device_name": f"{device_name(torch.device('cpu'))} {cpu_capability()}", "threads": torch.get_num_threads(),
+    info = {"device_name": machine_name(torch.device("cpu")), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "steps": args.steps, "repeats": args.repeats, "rows": rows}
     print(f"{info['device_name']}, {info['threads']} thread(s), torch {torch.__version__}; CONV tanh on "
           f"CIFAR-10's shapes, batch {BATCH}; seconds per 50k-example training pass")

@@ -200,10 +200,12 @@ def device_name(device: torch.device) -> str:
 def cpu_capability() -> str:
     """The widest vector instructions torch's CPU kernels use here (``AVX512``, ``AVX2``, ``DEFAULT``):
     the same CPU model name covers machines with and without AVX-512, about 1.8× apart per epoch."""
-    try:
-        return torch.backends.cpu.get_cpu_capability()
-    except (AttributeError, RuntimeError):
-        return "unknown"
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def machine_name(device: torch.device) -> str:
+    """:func:`device_name`, and on the CPU its vector instructions: ``AMD EPYC AVX512``."""
+    return device_name(device) + (f" {cpu_capability()}" if device.type == "cpu" else "")
 
 
 def environment(device: torch.device) -> dict:
